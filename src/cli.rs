@@ -1,0 +1,170 @@
+//! Command-line parsing (SPEC 1) and the choice of the configuration file.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+pub const USAGE: &str = "\
+simplevisor - a process supervisor for containers: PID 1, Vault secrets, JSON logs
+
+Usage:
+  simplevisor [run] [--config PATH] [--no-vault]   supervise the configured jobs (default)
+  simplevisor check [--config PATH] [--no-vault]   validate config and environment, start nothing
+  simplevisor schema                               print the config file's JSON Schema
+  simplevisor --version | --help
+
+Options:
+  -c, --config PATH   configuration file (default: $SIMPLEVISOR_CONFIG, else simplevisor.json
+                      next to the simplevisor binary)
+      --no-vault      use vault-replace values literally; never contact Vault
+  -h, --help          print this help
+  -V, --version       print the version
+
+Exit status: 0 success or shutdown by signal, 1 job or Vault failure,
+2 usage or configuration error, or an essential job's own status.";
+
+/// What to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Run(Options),
+    Check(Options),
+    Schema,
+    Help,
+    Version,
+}
+
+/// Options shared by `run` and `check`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    pub config: Option<PathBuf>,
+    pub no_vault: bool,
+}
+
+/// Parses the arguments after the program name.
+pub fn parse<I>(args: I) -> Result<Command, String>
+where
+    I: IntoIterator<Item = OsString>,
+{
+    use lexopt::prelude::*;
+    let mut parser = lexopt::Parser::from_args(args);
+    let mut subcommand: Option<String> = None;
+    let mut options = Options::default();
+    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help),
+            Short('V') | Long("version") => return Ok(Command::Version),
+            Short('c') | Long("config") => {
+                let value = parser.value().map_err(|e| e.to_string())?;
+                options.config = Some(PathBuf::from(value));
+            }
+            Long("no-vault") => options.no_vault = true,
+            Value(value) if subcommand.is_none() => {
+                let value = value
+                    .into_string()
+                    .map_err(|v| format!("unknown command {}", v.to_string_lossy()))?;
+                match value.as_str() {
+                    "run" | "check" | "schema" => subcommand = Some(value),
+                    other => {
+                        return Err(format!(
+                            "unknown command '{other}' (expected run, check or schema)"
+                        ));
+                    }
+                }
+            }
+            other => return Err(other.unexpected().to_string()),
+        }
+    }
+    match subcommand.as_deref() {
+        None | Some("run") => Ok(Command::Run(options)),
+        Some("check") => Ok(Command::Check(options)),
+        _ if options != Options::default() => {
+            Err("schema takes no options".to_string())
+        }
+        _ => Ok(Command::Schema),
+    }
+}
+
+/// The configuration file: `--config`, else `$SIMPLEVISOR_CONFIG`, else `simplevisor.json` in
+/// the directory of the binary (`exe`).
+pub fn config_path(flag: Option<&Path>, env: Option<OsString>, exe: Option<&Path>) -> PathBuf {
+    if let Some(path) = flag {
+        return path.to_path_buf();
+    }
+    if let Some(path) = env.filter(|v| !v.is_empty()) {
+        return PathBuf::from(path);
+    }
+    let dir = exe.and_then(Path::parent).unwrap_or(Path::new("."));
+    dir.join("simplevisor.json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Result<Command, String> {
+        parse(list.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn run_is_the_default_command() {
+        assert_eq!(args(&[]), Ok(Command::Run(Options::default())));
+        assert_eq!(
+            args(&["--no-vault", "--config", "x.json"]),
+            Ok(Command::Run(Options {
+                config: Some("x.json".into()),
+                no_vault: true
+            }))
+        );
+        assert_eq!(
+            args(&["run", "-c", "y.json"]),
+            Ok(Command::Run(Options {
+                config: Some("y.json".into()),
+                no_vault: false
+            }))
+        );
+    }
+
+    #[test]
+    fn check_schema_help_version() {
+        assert_eq!(
+            args(&["check", "--no-vault"]),
+            Ok(Command::Check(Options {
+                config: None,
+                no_vault: true
+            }))
+        );
+        assert_eq!(args(&["schema"]), Ok(Command::Schema));
+        assert_eq!(args(&["--help"]), Ok(Command::Help));
+        assert_eq!(args(&["check", "-h"]), Ok(Command::Help));
+        assert_eq!(args(&["--version"]), Ok(Command::Version));
+    }
+
+    #[test]
+    fn mistakes_are_errors() {
+        assert!(args(&["start"]).unwrap_err().contains("unknown command 'start'"));
+        assert!(args(&["--bogus"]).is_err());
+        assert!(args(&["run", "check"]).is_err());
+        assert!(args(&["--config"]).is_err());
+        assert!(args(&["schema", "--no-vault"]).is_err());
+    }
+
+    #[test]
+    fn config_path_precedence() {
+        let exe = Path::new("/opt/sv/simplevisor");
+        assert_eq!(
+            config_path(None, None, Some(exe)),
+            PathBuf::from("/opt/sv/simplevisor.json")
+        );
+        assert_eq!(
+            config_path(None, Some("/env.json".into()), Some(exe)),
+            PathBuf::from("/env.json")
+        );
+        assert_eq!(
+            config_path(Some(Path::new("/flag.json")), Some("/env.json".into()), Some(exe)),
+            PathBuf::from("/flag.json")
+        );
+        assert_eq!(
+            config_path(None, Some("".into()), Some(exe)),
+            PathBuf::from("/opt/sv/simplevisor.json")
+        );
+    }
+}

@@ -1,0 +1,207 @@
+//! The configuration file: the serde model of the file (`file`), its validation into the typed
+//! [`Config`] every other module consumes (`validate`), and duration strings (`duration`).
+//!
+//! Loading never stops at the first mistake: every problem is collected so that an operator
+//! fixes a config in one round trip.
+
+pub mod duration;
+pub mod file;
+pub mod validate;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::identity::Identity;
+
+pub use validate::load;
+
+/// A validated configuration. Every value here has been checked; nothing downstream re-validates.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this configuration was read from (for messages).
+    pub source: PathBuf,
+    pub env: EnvSettings,
+    pub init: Vec<JobSpec>,
+    pub main: Vec<JobSpec>,
+    pub backoff: BackoffSettings,
+    pub vault: VaultSettings,
+}
+
+impl Config {
+    /// Every job, init jobs first, in file order.
+    pub fn jobs(&self) -> impl Iterator<Item = &JobSpec> {
+        self.init.iter().chain(self.main.iter())
+    }
+}
+
+/// The `env` section (SPEC 3).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnvSettings {
+    pub pass: Vec<String>,
+    pub pass_all: bool,
+    pub vault_token: bool,
+    pub vault_replace: Vec<String>,
+    pub vault_template: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    Init,
+    Main,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    Always,
+    OnFailure,
+    Never,
+}
+
+/// One job of `jobs.init` or `jobs.main`, with every default applied.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    /// Unique across all jobs; the `process` field of its log records.
+    pub name: String,
+    pub kind: JobKind,
+    /// Non-empty argv.
+    pub cmd: Vec<String>,
+    /// The identity to drop to, resolved against `/etc/passwd` and `/etc/group` at load time.
+    pub run_as: Option<Identity>,
+    pub kill_signal: Signal,
+    pub stop_timeout: Duration,
+    pub workdir: Option<PathBuf>,
+    pub log_format: LogFormat,
+    /// Always `Never` for init jobs (they are not restarted).
+    pub restart: RestartPolicy,
+    /// Always false for init jobs.
+    pub essential: bool,
+}
+
+/// `restart-backoff`: the n-th consecutive quick exit waits `min(initial * multiplier^(n-1), max)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BackoffSettings {
+    pub initial: Duration,
+    pub max: Duration,
+    pub multiplier: f64,
+    pub reset_after: Duration,
+}
+
+impl Default for BackoffSettings {
+    fn default() -> Self {
+        BackoffSettings {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+            multiplier: 2.0,
+            reset_after: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpiryPolicy {
+    Exit,
+    Restart,
+}
+
+/// The `vault` section (SPEC 4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultSettings {
+    pub kv_mount: String,
+    pub db_mount: String,
+    pub aws_mount: String,
+    pub approle_mount: String,
+    pub on_lease_expiry: ExpiryPolicy,
+    pub revoke_on_exit: bool,
+    pub startup_timeout: Duration,
+}
+
+impl Default for VaultSettings {
+    fn default() -> Self {
+        VaultSettings {
+            kv_mount: "kv".into(),
+            db_mount: "database".into(),
+            aws_mount: "aws".into(),
+            approle_mount: "approle".into(),
+            on_lease_expiry: ExpiryPolicy::Exit,
+            revoke_on_exit: true,
+            startup_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One semantic problem, located by the JSON path of the offending key
+/// (`jobs.main[1].kill-signal`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Problem {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Why a configuration could not be loaded. Every variant is an exit with status 2.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The file could not be read.
+    Read { file: PathBuf, error: std::io::Error },
+    /// The file is not valid JSON (1-based line and column).
+    Syntax {
+        file: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// The JSON is well-formed but wrong; every problem found.
+    Invalid { file: PathBuf, problems: Vec<Problem> },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { file, error } => {
+                write!(f, "cannot read config file {}: {error}", file.display())
+            }
+            ConfigError::Syntax {
+                file,
+                line,
+                column,
+                message,
+            } => write!(
+                f,
+                "{}:{line}:{column}: invalid JSON: {message}",
+                file.display()
+            ),
+            ConfigError::Invalid { file, problems } => {
+                write!(f, "{}: {} problem(s) found:", file.display(), problems.len())?;
+                for p in problems {
+                    write!(f, "\n  {p}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
