@@ -1,8 +1,10 @@
 //! One job output stream (stdout or stderr of one job): reads what the pipe holds and turns
 //! complete lines into encoded records.
 
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 
+use super::encode::RecordPrefix;
+use super::framing::Framer;
 use crate::config::LogFormat;
 
 /// What one read of a pipe found.
@@ -16,16 +18,23 @@ pub enum ReadOutcome {
     Eof,
 }
 
-/// The relay state of one stream.
+/// The relay state of one stream. Holds no buffer while no partial line is pending.
 pub struct StreamRelay {
-    // filled in by the implementation
+    prefix: RecordPrefix,
+    stream: u8,
+    format: LogFormat,
+    framer: Framer,
 }
 
 impl StreamRelay {
     /// `stream`: 0 for stdout, 1 for stderr.
     pub fn new(process: &str, stream: u8, format: LogFormat) -> StreamRelay {
-        let _ = (process, stream, format);
-        todo!()
+        StreamRelay {
+            prefix: RecordPrefix::new(process),
+            stream,
+            format,
+            framer: Framer::new(),
+        }
     }
 
     /// One `read(2)` of `fd` (non-blocking) into `scratch`; records of the complete lines are
@@ -37,13 +46,220 @@ impl StreamRelay {
         out: &mut Vec<u8>,
         time: u64,
     ) -> std::io::Result<ReadOutcome> {
-        let _ = (fd, scratch, out, time);
-        todo!()
+        let count = loop {
+            // SAFETY: `scratch` is a valid, writable buffer of `scratch.len()` bytes.
+            let count =
+                unsafe { libc::read(fd.as_raw_fd(), scratch.as_mut_ptr().cast(), scratch.len()) };
+            if count >= 0 {
+                break count.unsigned_abs();
+            }
+            let error = std::io::Error::last_os_error();
+            match error.kind() {
+                std::io::ErrorKind::Interrupted => continue,
+                std::io::ErrorKind::WouldBlock => return Ok(ReadOutcome::WouldBlock),
+                _ => return Err(error),
+            }
+        };
+        if count == 0 {
+            self.finish(out, time);
+            return Ok(ReadOutcome::Eof);
+        }
+        self.push(&scratch[..count], out, time);
+        Ok(ReadOutcome::Data)
+    }
+
+    /// Frames and encodes bytes already read from the stream.
+    pub fn push(&mut self, data: &[u8], out: &mut Vec<u8>, time: u64) {
+        let StreamRelay {
+            prefix,
+            stream,
+            format,
+            framer,
+        } = self;
+        framer.push(data, |message, whole_line| {
+            // A chunk of a cut line is never a whole JSON object.
+            let format = if whole_line { *format } else { LogFormat::Text };
+            prefix.record(out, time, *stream, message, format);
+        });
     }
 
     /// Appends the last partial line, if any (used when the pipe is abandoned without EOF).
     pub fn finish(&mut self, out: &mut Vec<u8>, time: u64) {
-        let _ = (out, time);
-        todo!()
+        let StreamRelay {
+            prefix,
+            stream,
+            format,
+            framer,
+        } = self;
+        framer.finish(|message, whole_line| {
+            let format = if whole_line { *format } else { LogFormat::Text };
+            prefix.record(out, time, *stream, message, format);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+    use std::thread;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::logs::Output;
+
+    fn nonblocking_pipe() -> (OwnedFd, std::io::PipeWriter) {
+        let (reader, writer) = std::io::pipe().unwrap();
+        let reader: OwnedFd = reader.into();
+        // SAFETY: plain fcntl calls on a descriptor we own.
+        unsafe {
+            let flags = libc::fcntl(reader.as_raw_fd(), libc::F_GETFL);
+            libc::fcntl(reader.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+        (reader, writer)
+    }
+
+    fn messages(out: &[u8]) -> Vec<String> {
+        out.split(|&b| b == b'\n')
+            .filter(|line| !line.is_empty())
+            .map(|line| {
+                let record: serde_json::Value = serde_json::from_slice(line).unwrap();
+                record["message"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn reads_complete_lines_then_would_block_then_ends_with_the_partial_line() {
+        let (reader, mut writer) = nonblocking_pipe();
+        let mut relay = StreamRelay::new("web", 1, LogFormat::Text);
+        let mut scratch = vec![0; 1024];
+        let mut out = Vec::new();
+        writer.write_all(b"one\r\ntwo\nthr").unwrap();
+        let outcome = relay.read_from(reader.as_fd(), &mut scratch, &mut out, 42);
+        assert_eq!(outcome.unwrap(), ReadOutcome::Data);
+        assert_eq!(
+            out,
+            b"{\"process\":\"web\",\"time\":42,\"stream\":1,\"message\":\"one\"}\n\
+              {\"process\":\"web\",\"time\":42,\"stream\":1,\"message\":\"two\"}\n"
+        );
+        out.clear();
+        let outcome = relay.read_from(reader.as_fd(), &mut scratch, &mut out, 43);
+        assert_eq!(outcome.unwrap(), ReadOutcome::WouldBlock);
+        assert!(out.is_empty());
+        writer.write_all(b"ee").unwrap();
+        drop(writer);
+        let outcome = relay.read_from(reader.as_fd(), &mut scratch, &mut out, 44);
+        assert_eq!(outcome.unwrap(), ReadOutcome::Data);
+        assert!(out.is_empty());
+        let outcome = relay.read_from(reader.as_fd(), &mut scratch, &mut out, 45);
+        assert_eq!(outcome.unwrap(), ReadOutcome::Eof);
+        assert_eq!(messages(&out), ["three"]);
+    }
+
+    #[test]
+    fn finish_emits_the_partial_line_once() {
+        let mut relay = StreamRelay::new("web", 0, LogFormat::Json);
+        let mut out = Vec::new();
+        relay.push(b"{\"a\": 1}\n{\"b\":", &mut out, 1);
+        relay.finish(&mut out, 2);
+        relay.finish(&mut out, 3);
+        assert_eq!(
+            out,
+            b"{\"process\":\"web\",\"time\":1,\"stream\":0,\"message\":{\"a\":1}}\n\
+              {\"process\":\"web\",\"time\":2,\"stream\":0,\"message\":\"{\\\"b\\\":\"}\n"
+        );
+    }
+
+    #[test]
+    fn the_tail_of_a_cut_json_line_stays_a_string() {
+        let mut relay = StreamRelay::new("web", 0, LogFormat::Json);
+        let mut out = Vec::new();
+        let mut line = vec![b' '; crate::logs::MAX_MESSAGE];
+        line.extend_from_slice(b"{}\n");
+        relay.push(&line, &mut out, 1);
+        let records: Vec<serde_json::Value> = out
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[1]["message"], "{}");
+    }
+
+    /// The lead's event loop in miniature: a job writes many lines into its pipe while our
+    /// stdout is read slowly. Every line must arrive once, in order, and the queue must stay
+    /// bounded while the job is held back.
+    #[test]
+    fn a_slow_stdout_holds_the_job_back_and_loses_nothing() {
+        const LINES: usize = 200_000;
+        let (job_output, mut job_writer) = nonblocking_pipe();
+        let (mut stdout_reader, stdout) = std::io::pipe().unwrap();
+        let (_stderr_reader, stderr) = std::io::pipe().unwrap();
+        let (output, logger) = Output::start_on(stdout.into(), stderr.into()).unwrap();
+
+        let job = thread::spawn(move || {
+            for n in 0..LINES {
+                writeln!(job_writer, "line {n} {}", "x".repeat(n % 300)).unwrap();
+            }
+        });
+        let slow_reader = thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let mut buffer = vec![0; 4096];
+            loop {
+                let n = stdout_reader.read(&mut buffer).unwrap();
+                if n == 0 {
+                    return bytes;
+                }
+                bytes.extend_from_slice(&buffer[..n]);
+                if bytes.len() < 4 << 20 {
+                    thread::sleep(Duration::from_micros(200));
+                }
+            }
+        });
+
+        let mut relay = StreamRelay::new("job", 0, LogFormat::Text);
+        let mut scratch = vec![0; 64 << 10];
+        let mut batch = Vec::new();
+        let mut most_queued = 0;
+        let mut held_back = false;
+        loop {
+            if !output.has_room() {
+                held_back = true;
+                let mut poll = libc::pollfd {
+                    fd: output.wake_fd().as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd.
+                assert_eq!(unsafe { libc::poll(&mut poll, 1, 10_000) }, 1);
+                output.clear_wake();
+                continue;
+            }
+            let outcome = relay.read_from(job_output.as_fd(), &mut scratch, &mut batch, 0);
+            most_queued = most_queued.max(output.shared_job_bytes());
+            output.send_reusing(&mut batch);
+            match outcome.unwrap() {
+                ReadOutcome::Eof => break,
+                ReadOutcome::WouldBlock => thread::sleep(Duration::from_micros(100)),
+                ReadOutcome::Data => {}
+            }
+        }
+        job.join().unwrap();
+        output.finish();
+        drop(logger);
+        let written = messages(&slow_reader.join().unwrap());
+        assert_eq!(written.len(), LINES);
+        for (n, message) in written.iter().enumerate() {
+            assert_eq!(*message, format!("line {n} {}", "x".repeat(n % 300)));
+        }
+        assert!(
+            held_back,
+            "stdout was never slow enough to test backpressure"
+        );
+        assert!(
+            most_queued <= 2 * crate::logs::output::HIGH_WATER,
+            "{most_queued}"
+        );
     }
 }
