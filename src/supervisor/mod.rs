@@ -1,6 +1,9 @@
 //! Supervision: the pure state machine deciding what to start, restart and kill (`machine`,
 //! `backoff`), and the thin shell around it (`event_loop`, `reaper`).
 
+pub mod backoff;
+pub mod machine;
+
 use crate::cli::Options;
 
 /// Runs the supervisor; returns the exit status.
