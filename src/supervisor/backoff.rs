@@ -72,7 +72,10 @@ mod tests {
         for _ in 0..5 {
             b.next_delay(QUICK);
         }
-        assert_eq!(b.next_delay(Duration::from_secs(60)), Duration::from_secs(1));
+        assert_eq!(
+            b.next_delay(Duration::from_secs(60)),
+            Duration::from_secs(1)
+        );
         assert_eq!(b.next_delay(QUICK), Duration::from_secs(2));
         // Just below reset-after still counts as quick.
         assert_eq!(

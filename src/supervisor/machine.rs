@@ -175,10 +175,14 @@ enum Phase {
     /// Not started yet.
     Created,
     /// Running init job `current`.
-    Init { current: JobId },
+    Init {
+        current: JobId,
+    },
     Main,
     /// Stopping everything; exit with `status` once no job is active.
-    Stopping { status: u8 },
+    Stopping {
+        status: u8,
+    },
     Done,
 }
 
@@ -219,7 +223,7 @@ impl Machine {
     }
 
     /// Begins: the first init job, or every main job.
-    pub fn start(&mut self, now: Instant) -> Vec<Action> {
+    pub fn start(&mut self) -> Vec<Action> {
         let mut actions = Vec::new();
         if self.phase == Phase::Created {
             self.start_init_or_main(0, &mut actions);
@@ -243,7 +247,13 @@ impl Machine {
                 // A failed start ends a rolling restart's turn for this job; its own restart
                 // policy takes over.
                 let was_rolling = std::mem::take(&mut self.jobs[job].rolling);
-                self.on_done(job, Termination::Exited(status), Duration::ZERO, now, &mut actions);
+                self.on_done(
+                    job,
+                    Termination::Exited(status),
+                    Duration::ZERO,
+                    now,
+                    &mut actions,
+                );
                 if was_rolling {
                     self.continue_rolling(now, &mut actions);
                 }
@@ -283,7 +293,11 @@ impl Machine {
                 Run::Running {
                     stop: Some(stop), ..
                 }
-                | Run::Draining { stop, .. } if !stop.killed => Some(stop.kill_at),
+                | Run::Draining { stop, .. }
+                    if !stop.killed =>
+                {
+                    Some(stop.kill_at)
+                }
                 _ => None,
             })
             .min()
@@ -372,9 +386,10 @@ impl Machine {
         now: Instant,
         actions: &mut Vec<Action>,
     ) {
-        let found = self.jobs.iter().position(
-            |job| matches!(job.run, Run::Running { pid: p, .. } if p == pid && pid > 0),
-        );
+        let found = self
+            .jobs
+            .iter()
+            .position(|job| matches!(job.run, Run::Running { pid: p, .. } if p == pid && pid > 0));
         let Some(job) = found else {
             actions.push(Action::Info(format!(
                 "reaped orphan process {pid}, which {}",
@@ -606,9 +621,7 @@ impl Machine {
     fn stop_job(&mut self, job: JobId, now: Instant, actions: &mut Vec<Action>) {
         let entry = &mut self.jobs[job];
         if let Run::Running {
-            pid,
-            ref mut stop,
-            ..
+            pid, ref mut stop, ..
         } = entry.run
             && stop.is_none()
             && pid > 0

@@ -74,7 +74,7 @@ impl Harness {
     }
 
     fn start(&mut self) -> (Vec<Action>, Vec<(JobId, i32)>) {
-        let a = self.m.start(self.now);
+        let a = self.m.start();
         self.run(a)
     }
 
@@ -123,7 +123,10 @@ const FAIL: Termination = Termination::Exited(3);
 
 #[test]
 fn init_jobs_run_one_at_a_time_then_main_jobs_in_parallel() {
-    let mut h = Harness::new(vec![init("a"), init("b")], vec![main_job("x"), main_job("y")]);
+    let mut h = Harness::new(
+        vec![init("a"), init("b")],
+        vec![main_job("x"), main_job("y")],
+    );
     let (_, started) = h.start();
     assert_eq!(started, [(0, 100)]);
     let (_, started) = h.exit(100, OK);
@@ -138,7 +141,10 @@ fn a_failed_init_job_stops_everything_with_status_1() {
         let mut h = Harness::new(vec![init("a"), init("b")], vec![main_job("x")]);
         h.start();
         let (actions, started) = h.exit(100, how);
-        assert!(started.is_empty(), "nothing more starts after a failed init job");
+        assert!(
+            started.is_empty(),
+            "nothing more starts after a failed init job"
+        );
         assert_eq!(exits(&actions), [1]);
         assert!(h.m.is_done());
     }
@@ -147,7 +153,7 @@ fn a_failed_init_job_stops_everything_with_status_1() {
 #[test]
 fn an_init_job_that_cannot_start_is_fatal() {
     let mut h = Harness::new(vec![init("a")], vec![main_job("x")]);
-    h.m.start(h.now);
+    h.m.start();
     let actions = h.event(Event::StartFailed {
         job: 0,
         reason: "not found".into(),
@@ -385,7 +391,7 @@ fn a_fatal_error_stops_jobs_and_exits_1() {
 #[test]
 fn a_main_job_that_cannot_start_backs_off_like_a_failed_run() {
     let mut h = Harness::new(vec![], vec![main_job("x")]);
-    h.m.start(h.now);
+    h.m.start();
     for want in [1, 2, 4] {
         let actions = h.event(Event::StartFailed {
             job: 0,
@@ -410,9 +416,16 @@ fn rolling_restart_stops_and_starts_main_jobs_one_by_one() {
     h.start(); // 100, 101, 102
     h.exit(102, FAIL); // c waits for its backoff: it gets the new env when it starts
     let actions = h.event(Event::RollingRestart);
-    assert_eq!(signals(&actions), [(100, TERM)], "only the first job is stopped");
+    assert_eq!(
+        signals(&actions),
+        [(100, TERM)],
+        "only the first job is stopped"
+    );
     let (actions, started) = h.exit(100, Termination::Signaled(TERM));
-    assert!(exits(&actions).is_empty(), "a rolling stop is not an essential exit");
+    assert!(
+        exits(&actions).is_empty(),
+        "a rolling stop is not an essential exit"
+    );
     assert_eq!(started, [(0, 103)]);
     assert_eq!(signals(&actions), [(101, TERM)], "then the next job");
     let (actions, started) = h.exit(101, Termination::Signaled(TERM));
