@@ -41,7 +41,12 @@ pub fn run(options: &Options) -> u8 {
         }
     };
     let process_env: Vec<(String, String)> = std::env::vars_os()
-        .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
+        .map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        })
         .collect();
     match environment::plan(&config.env, &process_env, options.no_vault) {
         Ok(plan) => {
@@ -84,7 +89,10 @@ fn summary(config: &Config, plan: &EnvPlan, no_vault: bool) -> String {
         })
         .collect();
     if no_vault {
-        let _ = writeln!(out, "vault: off (--no-vault): vault-replace values are used as they are");
+        let _ = writeln!(
+            out,
+            "vault: off (--no-vault): vault-replace values are used as they are"
+        );
     } else if plan.needs_vault {
         let _ = writeln!(
             out,
@@ -113,7 +121,11 @@ fn summary(config: &Config, plan: &EnvPlan, no_vault: bool) -> String {
 fn describe_job(job: &JobSpec) -> String {
     let mut text = format!("{}: {}", job.name, job.cmd.join(" "));
     if let Some(id) = &job.run_as {
-        let _ = write!(text, " | run-as uid {} gid {} ({})", id.uid, id.gid, id.user);
+        let _ = write!(
+            text,
+            " | run-as uid {} gid {} ({})",
+            id.uid, id.gid, id.user
+        );
     }
     let _ = write!(
         text,

@@ -114,10 +114,12 @@ impl UserDb {
             ));
         }
         let user = match user_part.parse::<u32>() {
-            Ok(uid) => self.users.iter().find(|u| u.uid == uid).cloned().map_or(
-                Err(uid),
-                Ok,
-            ),
+            Ok(uid) => self
+                .users
+                .iter()
+                .find(|u| u.uid == uid)
+                .cloned()
+                .map_or(Err(uid), Ok),
             Err(_) => match self.users.iter().find(|u| u.name == user_part) {
                 Some(u) => Ok(u.clone()),
                 None => {
@@ -198,7 +200,10 @@ audio:x:29:other
     fn named_user_and_group() {
         let id = db().resolve("www-data:www-data").unwrap();
         assert_eq!((id.uid, id.gid, id.groups), (33, 33, vec![33]));
-        assert_eq!((id.user.as_str(), id.home.as_str()), ("www-data", "/var/www"));
+        assert_eq!(
+            (id.user.as_str(), id.home.as_str()),
+            ("www-data", "/var/www")
+        );
     }
 
     #[test]
@@ -222,10 +227,23 @@ audio:x:29:other
 
     #[test]
     fn mistakes_are_explained() {
-        assert!(db().resolve("nobody-here").unwrap_err().contains("user \"nobody-here\" does not exist"));
-        assert!(db().resolve("app:nogroup").unwrap_err().contains("group \"nogroup\" does not exist"));
+        assert!(
+            db().resolve("nobody-here")
+                .unwrap_err()
+                .contains("user \"nobody-here\" does not exist")
+        );
+        assert!(
+            db().resolve("app:nogroup")
+                .unwrap_err()
+                .contains("group \"nogroup\" does not exist")
+        );
         for bad in ["", ":", "app:", ":app", "a:b:c"] {
-            assert!(db().resolve(bad).unwrap_err().contains("is not a valid run-as"), "{bad}");
+            assert!(
+                db().resolve(bad)
+                    .unwrap_err()
+                    .contains("is not a valid run-as"),
+                "{bad}"
+            );
         }
     }
 

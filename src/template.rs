@@ -37,7 +37,11 @@ fn check_blocks(source: &str) -> Result<(), String> {
             "if" | "range" | "with" | "define" | "block" => open.push(word),
             "else" => match open.last() {
                 Some(&("if" | "range" | "with")) => {}
-                _ => return Err("unexpected {{else}}: no {{if}}, {{range}} or {{with}} is open".into()),
+                _ => {
+                    return Err(
+                        "unexpected {{else}}: no {{if}}, {{range}} or {{with}} is open".into(),
+                    );
+                }
             },
             "end" => {
                 if open.pop().is_none() {
@@ -48,7 +52,9 @@ fn check_blocks(source: &str) -> Result<(), String> {
         }
     }
     match open.last() {
-        Some(word) => Err(format!("unexpected end of template: {{{{{word}}}}} has no {{{{end}}}}")),
+        Some(word) => Err(format!(
+            "unexpected end of template: {{{{{word}}}}} has no {{{{end}}}}"
+        )),
         None => Ok(()),
     }
 }
@@ -86,7 +92,10 @@ fn actions(source: &str) -> Vec<&str> {
             i += 1;
         }
         let Some(end) = end else { break };
-        let text = inner[..end].trim_start_matches('-').trim_end_matches('-').trim();
+        let text = inner[..end]
+            .trim_start_matches('-')
+            .trim_end_matches('-')
+            .trim();
         if !text.starts_with("/*") {
             out.push(text);
         }
@@ -109,7 +118,10 @@ mod tests {
     #[test]
     fn renders_like_go() {
         let r = |s: &str| render(s, &ctx()).unwrap();
-        assert_eq!(r("mongodb://{{ .USER }}:{{ .PASS }}@db/app"), "mongodb://app:p@ss word@db/app");
+        assert_eq!(
+            r("mongodb://{{ .USER }}:{{ .PASS }}@db/app"),
+            "mongodb://app:p@ss word@db/app"
+        );
         assert_eq!(r("{{ .PASS | urlquery }}"), "p%40ss+word");
         assert_eq!(r("{{ printf \"%s/%s\" .USER .PASS }}"), "app/p@ss word");
         assert_eq!(r("{{ if .USER }}yes{{ else }}no{{ end }}"), "yes");

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-const HELP: &str = "use a number with a unit: \"500ms\", \"10s\", \"1.5s\", \"2m\", \"1h\", \"1m30s\"";
+const HELP: &str =
+    "use a number with a unit: \"500ms\", \"10s\", \"1.5s\", \"2m\", \"1h\", \"1m30s\"";
 
 /// Parses a duration string; the error says what is accepted.
 pub fn parse(text: &str) -> Result<Duration, String> {
@@ -58,7 +59,10 @@ mod tests {
     fn rejected_forms_explain_the_format() {
         for bad in ["", "10", "s", "-1s", "1.2.3s", "10 s", "5sec", "1d", "ms5"] {
             let err = parse(bad).unwrap_err();
-            assert!(err.contains("is not a duration; use a number with a unit"), "{bad}: {err}");
+            assert!(
+                err.contains("is not a duration; use a number with a unit"),
+                "{bad}: {err}"
+            );
         }
     }
 }

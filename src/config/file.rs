@@ -151,7 +151,10 @@ mod tests {
         assert_eq!(keys(&s), sorted(TOP_KEYS));
         assert_eq!(keys(&p["env"]), sorted(ENV_KEYS));
         assert_eq!(keys(&p["jobs"]), sorted(JOBS_KEYS));
-        assert_eq!(keys(&p["jobs"]["properties"]["main"]["items"]), sorted(JOB_KEYS));
+        assert_eq!(
+            keys(&p["jobs"]["properties"]["main"]["items"]),
+            sorted(JOB_KEYS)
+        );
         assert_eq!(keys(&p["restart-backoff"]), sorted(BACKOFF_KEYS));
         assert_eq!(keys(&p["vault"]), sorted(VAULT_KEYS));
     }

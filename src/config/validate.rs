@@ -112,7 +112,10 @@ impl Validator<'_> {
         match map.get(key)? {
             Value::String(s) => Some(s.clone()),
             other => {
-                self.problem(&join(path, key), format!("must be a string, not {}", kind_of(other)));
+                self.problem(
+                    &join(path, key),
+                    format!("must be a string, not {}", kind_of(other)),
+                );
                 None
             }
         }
@@ -137,7 +140,10 @@ impl Validator<'_> {
         };
         let path = join(path, key);
         let Some(items) = value.as_array() else {
-            self.problem(&path, format!("must be an array of strings, not {}", kind_of(value)));
+            self.problem(
+                &path,
+                format!("must be an array of strings, not {}", kind_of(value)),
+            );
             return Vec::new();
         };
         let mut out = Vec::new();
@@ -342,7 +348,10 @@ impl Validator<'_> {
                 map,
                 path,
                 "on-lease-expiry",
-                &[("exit", ExpiryPolicy::Exit), ("restart", ExpiryPolicy::Restart)],
+                &[
+                    ("exit", ExpiryPolicy::Exit),
+                    ("restart", ExpiryPolicy::Restart),
+                ],
                 defaults.on_lease_expiry,
             ),
             revoke_on_exit: self
@@ -364,7 +373,10 @@ impl Validator<'_> {
             let Some(list) = map.get(key) else { continue };
             let path = format!("jobs.{key}");
             let Some(items) = list.as_array() else {
-                self.problem(&path, format!("must be an array of jobs, not {}", kind_of(list)));
+                self.problem(
+                    &path,
+                    format!("must be an array of jobs, not {}", kind_of(list)),
+                );
                 continue;
             };
             for (i, item) in items.iter().enumerate() {
@@ -387,7 +399,10 @@ impl Validator<'_> {
         let map = self.object(value, path, JOB_KEYS)?;
         let cmd = match map.get("cmd") {
             None => {
-                self.problem(path, "has no \"cmd\": add the command as an array of strings");
+                self.problem(
+                    path,
+                    "has no \"cmd\": add the command as an array of strings",
+                );
                 Vec::new()
             }
             Some(_) => {

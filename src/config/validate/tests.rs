@@ -25,7 +25,8 @@ fn problems(text: &str) -> Vec<String> {
 
 #[test]
 fn a_minimal_config_gets_every_default() {
-    let c = load_text(r#"{"jobs": {"main": [{"cmd": ["/usr/bin/web", "--port", "80"]}]}}"#).unwrap();
+    let c =
+        load_text(r#"{"jobs": {"main": [{"cmd": ["/usr/bin/web", "--port", "80"]}]}}"#).unwrap();
     let job = &c.main[0];
     assert_eq!(job.name, "web");
     assert_eq!(job.kill_signal, nix::sys::signal::Signal::SIGTERM);
@@ -60,10 +61,17 @@ fn every_key_is_read() {
     assert_eq!(c.init[0].stop_timeout, Duration::from_secs(1));
     assert_eq!(c.init[0].restart, RestartPolicy::Never);
     let w = &c.main[0];
-    assert_eq!(w.stop_timeout, Duration::from_secs(10), "top-level default applies");
+    assert_eq!(
+        w.stop_timeout,
+        Duration::from_secs(10),
+        "top-level default applies"
+    );
     assert_eq!(w.kill_signal, nix::sys::signal::Signal::SIGINT);
     assert_eq!(w.run_as.as_ref().unwrap().uid, 33);
-    assert_eq!((w.log_format, w.restart, w.essential), (LogFormat::Json, RestartPolicy::OnFailure, true));
+    assert_eq!(
+        (w.log_format, w.restart, w.essential),
+        (LogFormat::Json, RestartPolicy::OnFailure, true)
+    );
     assert_eq!(c.backoff.multiplier, 1.5);
     assert_eq!(c.vault.kv_mount, "secret");
     assert_eq!(c.vault.on_lease_expiry, ExpiryPolicy::Restart);
@@ -74,7 +82,12 @@ fn every_key_is_read() {
 fn the_original_readme_example_is_a_syntax_error_with_line_and_column() {
     let text = include_str!("../../../tests/fixtures/original-readme.json");
     match load_text(text) {
-        Err(ConfigError::Syntax { line, column, message, .. }) => {
+        Err(ConfigError::Syntax {
+            line,
+            column,
+            message,
+            ..
+        }) => {
             assert_eq!((line, column), (6, 5));
             assert!(message.contains("comma missing"), "{message}");
         }
@@ -123,12 +136,24 @@ fn every_problem_is_reported_with_its_path() {
 #[test]
 fn wrong_types_and_missing_parts() {
     let all = problems(r#"{"env": [], "jobs": {"main": {"cmd": ["x"]}}}"#).join("\n");
-    assert!(all.contains("env: must be an object, not an array"), "{all}");
-    assert!(all.contains("jobs.main: must be an array of jobs, not an object"), "{all}");
+    assert!(
+        all.contains("env: must be an object, not an array"),
+        "{all}"
+    );
+    assert!(
+        all.contains("jobs.main: must be an array of jobs, not an object"),
+        "{all}"
+    );
     let all = problems(r#"{"jobs": {"main": [{"name": "x"}, {"cmd": [1]}, "job"]}}"#).join("\n");
     assert!(all.contains("jobs.main[0]: has no \"cmd\""), "{all}");
-    assert!(all.contains("jobs.main[1].cmd[0]: must be a string, not a number"), "{all}");
-    assert!(all.contains("jobs.main[2]: must be an object, not a string"), "{all}");
+    assert!(
+        all.contains("jobs.main[1].cmd[0]: must be a string, not a number"),
+        "{all}"
+    );
+    assert!(
+        all.contains("jobs.main[2]: must be an object, not a string"),
+        "{all}"
+    );
     let all = problems(r#"{"env": {}}"#).join("\n");
     assert!(all.contains("jobs: is required"), "{all}");
     let all = problems(r#"[1]"#).join("\n");
@@ -142,12 +167,28 @@ fn backoff_and_names_sanity() {
             "jobs": {"main": [{"name": "internal", "cmd": ["x"]}, {"cmd": ["/a/x"]}, {"cmd": ["/b/x"]}]}}"#,
     )
     .join("\n");
-    assert!(all.contains("restart-backoff.multiplier: must be a number from 1 to 1000"), "{all}");
-    assert!(all.contains("restart-backoff.initial: must be more than zero"), "{all}");
-    assert!(all.contains("jobs.main[0].name: \"internal\" is reserved"), "{all}");
-    assert!(all.contains("jobs.main[2]: duplicate job name \"x\""), "{all}");
-    let all = problems(r#"{"restart-backoff": {"initial": "2m", "max": "1m"}, "jobs": {}}"#).join("\n");
-    assert!(all.contains("restart-backoff.max: must not be less than restart-backoff.initial"), "{all}");
+    assert!(
+        all.contains("restart-backoff.multiplier: must be a number from 1 to 1000"),
+        "{all}"
+    );
+    assert!(
+        all.contains("restart-backoff.initial: must be more than zero"),
+        "{all}"
+    );
+    assert!(
+        all.contains("jobs.main[0].name: \"internal\" is reserved"),
+        "{all}"
+    );
+    assert!(
+        all.contains("jobs.main[2]: duplicate job name \"x\""),
+        "{all}"
+    );
+    let all =
+        problems(r#"{"restart-backoff": {"initial": "2m", "max": "1m"}, "jobs": {}}"#).join("\n");
+    assert!(
+        all.contains("restart-backoff.max: must not be less than restart-backoff.initial"),
+        "{all}"
+    );
 }
 
 #[test]
@@ -161,5 +202,9 @@ fn no_main_jobs_is_valid() {
 #[test]
 fn missing_file_is_a_read_error() {
     let err = load(Path::new("/nonexistent/simplevisor.json"), &users()).unwrap_err();
-    assert!(err.to_string().starts_with("cannot read config file /nonexistent/simplevisor.json: No such file"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("cannot read config file /nonexistent/simplevisor.json: No such file"),
+        "{err}"
+    );
 }
