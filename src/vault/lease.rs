@@ -100,10 +100,13 @@ impl Tracked {
     }
 
     /// A renewal attempt at `now` failed; returns the wait before the next attempt
-    /// (1 s, 2 s, 4 s, ... up to 30 s). Expiry still comes at the same moment.
+    /// (1 s, 2 s, 4 s, ... up to 30 s, but at most half the time left before expiry, so that
+    /// the last attempts come before it; never less than 1 s). Expiry comes at the same moment.
     pub fn failed(&mut self, now: Instant) -> Duration {
         self.failures = self.failures.saturating_add(1);
-        let delay = retry_delay(self.failures, MIN_RETRY, MAX_RETRY);
+        let before_expiry = self.expiring_at().saturating_duration_since(now) / 2;
+        let delay =
+            retry_delay(self.failures, MIN_RETRY, MAX_RETRY).min(before_expiry.max(MIN_RETRY));
         self.next_attempt = now + delay;
         delay
     }
@@ -212,6 +215,19 @@ mod tests {
         assert_eq!(lease.due(now), Due::Expiring);
         assert_eq!(now, t0 + secs(5.0));
         assert_eq!(attempts, 1, "retries at most once a second");
+    }
+
+    #[test]
+    fn retries_come_closer_together_as_expiry_nears_but_stay_a_second_apart() {
+        let t0 = Instant::now();
+        let mut lease = Tracked::new(t0, secs(100.0), true).unwrap();
+        // Expiring at 90 s.
+        for _ in 0..5 {
+            lease.failed(t0 + secs(67.0));
+        }
+        assert_eq!(lease.failed(t0 + secs(70.0)), secs(10.0));
+        assert_eq!(lease.failed(t0 + secs(80.0)), secs(5.0));
+        assert_eq!(lease.failed(t0 + secs(89.0)), secs(1.0));
     }
 
     #[test]
