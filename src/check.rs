@@ -9,3 +9,9 @@ pub fn run(options: &Options) -> u8 {
     let _ = options;
     todo!()
 }
+
+/// Loads the configuration exactly as `check` does; the error is the complete message.
+pub fn load_config(options: &Options) -> Result<crate::config::Config, String> {
+    let _ = options;
+    todo!()
+}

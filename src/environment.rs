@@ -70,3 +70,16 @@ pub fn build(
     let _ = (settings, process_env, plan, resolved, injection);
     todo!()
 }
+
+/// The environment of a job with `run-as`: `HOME`, `USER` and `LOGNAME` are the target user's.
+pub fn with_identity(env: &[(String, String)], user: &str, home: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = env
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "HOME" | "USER" | "LOGNAME"))
+        .cloned()
+        .collect();
+    out.push(("HOME".into(), home.into()));
+    out.push(("USER".into(), user.into()));
+    out.push(("LOGNAME".into(), user.into()));
+    out
+}
