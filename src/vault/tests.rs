@@ -384,6 +384,18 @@ fn https_with_a_custom_ca_is_verified() {
     assert_eq!(session.values()["K"], "over-tls");
     stop_now(session);
 
+    // The renewer thread renews over TLS too (a new handshake on its small stack each time).
+    bao.policy("reader", r#"path "kv/*" { capabilities = ["read"] }"#);
+    let (role_id, secret_id) = bao.approle("approle", "app", &["reader"], "4s");
+    let approle = with(
+        bao.env(),
+        &[("VAULT_ROLE_ID", &role_id), ("VAULT_SECRET_ID", &secret_id)],
+    );
+    let (session, _inbox, log) = started(&settings(), &approle, &plan);
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(log.count("renewed the token") >= 2, "{:?}", log.messages());
+    stop_now(session);
+
     // Without the CA the server's certificate is not trusted...
     let untrusted = with(
         vec![("VAULT_ADDR".into(), bao.addr.clone())],
