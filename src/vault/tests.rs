@@ -664,3 +664,33 @@ fn a_failed_start_revokes_the_leases_it_acquired() {
     }
     assert_eq!(bao.lease_count("database/creds/prod-db/"), 0);
 }
+
+#[test]
+fn vault_namespace_is_sent_with_every_request() {
+    let Some(bao) = Bao::start() else { return };
+    bao.api("POST", "sys/namespaces/team", json!({}));
+    bao.api(
+        "POST",
+        "team/sys/mounts/kv",
+        json!({ "type": "kv", "options": { "version": "2" } }),
+    );
+    bao.api(
+        "POST",
+        "team/kv/data/app",
+        json!({ "data": { "k": "ns-value" } }),
+    );
+    let plan = plan(&[("K", reference(SecretKind::Secret, "app", "k"))]);
+    let env = with(
+        bao.env(),
+        &[("VAULT_TOKEN", "root"), ("VAULT_NAMESPACE", "team")],
+    );
+    let (session, _inbox, _log) = started(&settings(), &env, &plan);
+    assert_eq!(session.values()["K"], "ns-value");
+    stop_now(session);
+    // Without the namespace the path does not exist.
+    let env = with(bao.env(), &[("VAULT_TOKEN", "root")]);
+    assert!(matches!(
+        start_error(&settings(), &env, &plan),
+        StartError::Vault(_)
+    ));
+}
