@@ -34,6 +34,9 @@ pub struct Ledger {
     /// The current token first, then superseded ones.
     pub tokens: Vec<HeldToken>,
     pub leases: Vec<HeldLease>,
+    /// Set by `Session::stop` before it revokes: whatever the renewer acquires afterwards
+    /// (a refresh still in flight) it must give back itself.
+    pub stopping: bool,
 }
 
 impl Ledger {
@@ -127,6 +130,7 @@ mod tests {
         let mut ledger = Ledger {
             tokens: vec![token("a")],
             leases: vec![],
+            stopping: false,
         };
         let until = Instant::now() + Duration::from_secs(5);
         ledger.replace_token(token("b"), Some(until));
@@ -147,6 +151,7 @@ mod tests {
                 label: "db:x".into(),
                 retired_until: None,
             }],
+            stopping: false,
         };
         ledger.retire_leases(|_| Some(now));
         assert_eq!(ledger.leases[0].retired_until, Some(now));

@@ -150,6 +150,7 @@ impl Session {
                 retired_until: None,
             }],
             leases: Vec::new(),
+            stopping: false,
         }));
         let mut leases = Vec::new();
         let fetched = fetch_all(&client, &token.value, settings, plan, deadline, &mut leases);
@@ -222,8 +223,12 @@ impl Session {
         // A renewal in flight finishes within its timeout; revocation need not wait for it.
         let wait = RENEWER_JOIN.min(client::time_left(deadline));
         let _ = self.finished.recv_timeout(wait);
+        let ledger = {
+            let mut ledger = lock(&self.ledger);
+            ledger.stopping = self.revoke_on_exit;
+            ledger.clone()
+        };
         if self.revoke_on_exit {
-            let ledger = lock(&self.ledger).clone();
             ledger::revoke_all(&self.client, &ledger, deadline, self.log.as_ref());
         }
     }

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::client::{Client, Method, REQUEST_TIMEOUT, RequestError, retrying};
 use super::lease::{Due, Tracked};
-use super::ledger::{HeldLease, HeldToken, Ledger};
+use super::ledger::{HeldLease, HeldToken, Ledger, revoke_all};
 use super::login::{self, Credentials, Token};
 use super::secrets::{self, Lease};
 use super::{Log, VaultEvent};
@@ -184,6 +184,9 @@ impl<L: Log> Renewer<L> {
                         self.events
                             .send(VaultEvent::Refreshed { values, injection });
                     }
+                    Err(message) if lock(&self.ledger).stopping => {
+                        self.log.info(&format!("vault: {message}"));
+                    }
                     Err(message) => {
                         self.log.error(&format!("vault: {message}"));
                         self.events.send(VaultEvent::Fatal(message));
@@ -248,6 +251,23 @@ impl<L: Log> Renewer<L> {
                 .filter_map(|k| Some((k.lease.id.as_str(), k.life.as_ref()?.expires_at())))
                 .collect();
             let mut ledger = lock(&self.ledger);
+            if ledger.stopping {
+                // Session::stop has already revoked what it knew of: these are ours to give back.
+                let late = Ledger {
+                    // Used to revoke the leases; the token itself is Session::stop's business.
+                    tokens: vec![HeldToken {
+                        value: self.token.clone(),
+                        own: false,
+                        retired_until: None,
+                    }],
+                    leases: leases.iter().map(held).collect(),
+                    stopping: true,
+                };
+                drop(ledger);
+                let deadline = Instant::now() + REQUEST_TIMEOUT;
+                revoke_all(&self.client, &late, deadline, &self.log);
+                return Err("stopped while fetching anew".into());
+            }
             ledger.retire_leases(|id| expiry.get(id).copied());
             ledger.leases.extend(leases.iter().map(held));
         }

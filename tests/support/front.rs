@@ -17,6 +17,8 @@ pub const AWS_LEASE_PREFIX: &str = "aws/creds/";
 #[derive(Default)]
 struct State {
     broken: AtomicBool,
+    /// Only requests whose path starts with this are broken (when set).
+    broken_prefix: Mutex<Option<String>>,
     stopping: AtomicBool,
     requests: AtomicUsize,
     /// Request lines seen (method and path), in order.
@@ -62,6 +64,11 @@ impl Front {
         self.state.broken.store(broken, Ordering::SeqCst);
     }
 
+    /// Breaks only the requests whose path (`/v1/...`) starts with `prefix`; `None` repairs.
+    pub fn set_broken_prefix(&self, prefix: Option<&str>) {
+        *self.state.broken_prefix.lock().unwrap() = prefix.map(str::to_string);
+    }
+
     pub fn requests(&self) -> usize {
         self.state.requests.load(Ordering::SeqCst)
     }
@@ -92,7 +99,13 @@ fn serve(mut client: TcpStream, upstream: &str, state: &State) -> std::io::Resul
     state.requests.fetch_add(1, Ordering::SeqCst);
     state.seen.lock().unwrap().push(format!("{method} {path}"));
 
-    if state.broken.load(Ordering::SeqCst) {
+    let prefix_broken = state
+        .broken_prefix
+        .lock()
+        .unwrap()
+        .as_deref()
+        .is_some_and(|prefix| path.starts_with(prefix));
+    if state.broken.load(Ordering::SeqCst) || prefix_broken {
         return respond(
             &mut client,
             503,
