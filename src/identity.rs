@@ -24,7 +24,6 @@ pub struct Identity {
 struct User {
     name: String,
     uid: u32,
-    gid: u32,
     home: String,
 }
 
@@ -76,7 +75,6 @@ impl UserDb {
             .filter_map(|f| {
                 Some(User {
                     uid: f[2].parse().ok()?,
-                    gid: f[3].parse().ok()?,
                     home: f[5].clone(),
                     name: f[0].clone(),
                 })

@@ -327,7 +327,7 @@ impl Validator<'_> {
         let Some(map) = self.object(value, path, VAULT_KEYS) else {
             return defaults;
         };
-        let mut mount = |v: &mut Self, key: &str, default: &str| match v.string(map, path, key) {
+        let mount = |v: &mut Self, key: &str, default: &str| match v.string(map, path, key) {
             Some(m) if m.trim_matches('/').is_empty() => {
                 v.problem(&join(path, key), "must not be empty");
                 default.to_string()
