@@ -174,6 +174,15 @@ pub fn spawn(request: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
     })
 }
 
+/// The kernel's `struct sigaction` on x86_64 (not libc's, whose layout differs).
+#[repr(C)]
+struct KernelSigaction {
+    handler: libc::sighandler_t,
+    flags: libc::c_ulong,
+    restorer: libc::c_ulong,
+    mask: u64,
+}
+
 /// The child side, between fork and exec. Every call here is async-signal-safe.
 fn child_setup(
     report_fd: libc::c_int,
@@ -195,12 +204,23 @@ fn child_setup(
         if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
             return Err(fail(Step::SignalMask));
         }
-        // Ignored dispositions (SIGPIPE, SIGTTIN, ...) survive exec; reset every one. Some
-        // numbers (KILL, STOP, glibc's internal 32/33) refuse, which is fine.
-        let mut default: libc::sigaction = std::mem::zeroed();
-        default.sa_sigaction = libc::SIG_DFL;
+        // Ignored dispositions (SIGPIPE, SIGTTIN, ...) survive exec; reset every one. The raw
+        // syscall, because glibc's sigaction refuses its internal signals 32 and 33, which a
+        // parent may have left ignored too. KILL and STOP refuse, which is fine.
+        let default = KernelSigaction {
+            handler: libc::SIG_DFL,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
         for signo in 1..65 {
-            libc::sigaction(signo, &default, std::ptr::null_mut());
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signo,
+                &raw const default,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            );
         }
         if libc::setsid() < 0 {
             return Err(fail(Step::Session));

@@ -10,22 +10,26 @@ use harness::{is_root, processes_with, require, run, secs};
 
 const NO_VAULT: &str = "--no-vault";
 
-/// A job whose grandchild (not the leader) reports the signals it gets.
-const GRANDCHILD: &str = r#"sh -c 'trap "echo grandchild got HUP" HUP; trap "echo grandchild got INT; exit 0" INT; echo ready; while :; do sleep 0.05; done' & wait"#;
+/// A job whose grandchild (not the leader) reports the signals it gets. Both trap HUP and USR1
+/// (whose default action would end them); the leader keeps waiting for the grandchild.
+const TREE: &str = r#"trap 'echo leader got HUP' HUP; trap 'echo leader got USR1' USR1; sh -c 'trap "echo grandchild got HUP" HUP; trap "echo grandchild got USR1" USR1; trap "echo grandchild got TERM; exit 0" TERM; echo ready; while :; do sleep 0.05; done' & while kill -0 $! 2>/dev/null; do wait; done"#;
+
+fn tree_config() -> String {
+    format!(
+        r#"{{"jobs": {{"main": [{{"name": "tree", "cmd": ["sh", "-c", {}]}}]}}}}"#,
+        serde_json::to_string(TREE).unwrap()
+    )
+}
 
 #[test]
 fn shutdown_sends_the_kill_signal_to_the_whole_group_and_exits_0() {
-    let config = format!(
-        r#"{{"jobs": {{"main": [{{"name": "tree", "cmd": ["sh", "-c", {}], "kill-signal": "INT"}}]}}}}"#,
-        serde_json::to_string(GRANDCHILD).unwrap()
-    );
-    let mut sv = run(&config).arg(NO_VAULT).start();
+    let mut sv = run(&tree_config()).arg(NO_VAULT).start();
     sv.wait_message("tree", "ready", secs(10.0));
     sv.signal(libc::SIGTERM);
     assert_eq!(sv.wait_exit(secs(10.0)), 0, "{}", sv.dump());
     assert!(
         sv.messages("tree")
-            .contains(&"grandchild got INT".to_string()),
+            .contains(&"grandchild got TERM".to_string()),
         "{}",
         sv.dump()
     );
@@ -37,18 +41,29 @@ fn shutdown_sends_the_kill_signal_to_the_whole_group_and_exits_0() {
 }
 
 #[test]
+fn the_kill_signal_is_per_job() {
+    let mut sv = run(r#"{"jobs": {"main": [
+        {"name": "int", "cmd": ["sh", "-c", "trap 'echo got INT; exit 0' INT; trap 'echo got TERM; exit 0' TERM; echo ready; while :; do sleep 0.05; done"], "kill-signal": "SIGINT"}
+    ]}}"#)
+    .arg(NO_VAULT)
+    .start();
+    sv.wait_message("int", "ready", secs(10.0));
+    sv.signal(libc::SIGTERM);
+    assert_eq!(sv.wait_exit(secs(10.0)), 0);
+    assert_eq!(sv.messages("int"), ["ready", "got INT"]);
+}
+
+#[test]
 fn other_signals_are_forwarded_to_every_group() {
-    let config = format!(
-        r#"{{"jobs": {{"main": [{{"name": "tree", "cmd": ["sh", "-c", {}], "kill-signal": "INT"}}]}}}}"#,
-        serde_json::to_string(GRANDCHILD).unwrap()
-    );
-    let mut sv = run(&config).arg(NO_VAULT).start();
+    let mut sv = run(&tree_config()).arg(NO_VAULT).start();
     sv.wait_message("tree", "ready", secs(10.0));
     sv.signal(libc::SIGHUP);
     sv.wait_message("tree", "grandchild got HUP", secs(10.0));
+    sv.wait_message("tree", "leader got HUP", secs(10.0));
     sv.wait_message("internal", "received HUP; forwarded to tree", secs(10.0));
-    // simplevisor itself ignored HUP's default action (it would have died).
+    // simplevisor itself survived HUP and USR1, whose default action would have ended it.
     sv.signal(libc::SIGUSR1);
+    sv.wait_message("tree", "grandchild got USR1", secs(10.0));
     sv.wait_message("internal", "received USR1; forwarded to tree", secs(10.0));
     sv.signal(libc::SIGINT);
     assert_eq!(sv.wait_exit(secs(10.0)), 0);
