@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::config::{BackoffSettings, JobKind, JobSpec, RestartPolicy};
+use crate::config::{BackoffSettings, JobSpec, RestartPolicy};
 use crate::signals;
 
 use super::backoff::Backoff;
@@ -51,7 +51,6 @@ impl Termination {
 #[derive(Debug, Clone)]
 pub struct JobPolicy {
     pub name: String,
-    pub kind: JobKind,
     pub kill_signal: i32,
     pub stop_timeout: Duration,
     pub restart: RestartPolicy,
@@ -62,7 +61,6 @@ impl JobPolicy {
     pub fn from_spec(spec: &JobSpec) -> JobPolicy {
         JobPolicy {
             name: spec.name.clone(),
-            kind: spec.kind,
             kill_signal: spec.kill_signal as i32,
             stop_timeout: spec.stop_timeout,
             restart: spec.restart,
@@ -328,6 +326,7 @@ impl Machine {
             .collect()
     }
 
+    #[cfg(test)]
     pub fn is_done(&self) -> bool {
         self.phase == Phase::Done
     }

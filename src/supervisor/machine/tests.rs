@@ -7,10 +7,9 @@ const INT: i32 = libc::SIGINT;
 const KILL: i32 = libc::SIGKILL;
 const HUP: i32 = libc::SIGHUP;
 
-fn policy(name: &str, kind: JobKind) -> JobPolicy {
+fn policy(name: &str) -> JobPolicy {
     JobPolicy {
         name: name.into(),
-        kind,
         kill_signal: TERM,
         stop_timeout: Duration::from_secs(5),
         restart: RestartPolicy::Always,
@@ -19,13 +18,13 @@ fn policy(name: &str, kind: JobKind) -> JobPolicy {
 }
 
 fn init(name: &str) -> JobPolicy {
-    let mut p = policy(name, JobKind::Init);
+    let mut p = policy(name);
     p.restart = RestartPolicy::Never;
     p
 }
 
 fn main_job(name: &str) -> JobPolicy {
-    policy(name, JobKind::Main)
+    policy(name)
 }
 
 /// A machine with a fake clock and a fake pid allocator.
