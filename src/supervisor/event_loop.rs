@@ -203,6 +203,7 @@ impl<'a> EventLoop<'a> {
         match spawn::spawn(&request) {
             Ok(spawned) => {
                 self.leaders.insert(spawned.pid, job);
+                reaper::track_group(spawned.pid);
                 let name = spec.name.clone();
                 let format = spec.log_format;
                 self.add_stream(job, spawned.stdout, StreamRelay::new(&name, 0, format));
@@ -285,6 +286,9 @@ impl<'a> EventLoop<'a> {
             if let Some(job) = job {
                 // The job's last lines precede its exit record.
                 self.drain_job_streams(job, !group_alive);
+                if !group_alive {
+                    reaper::forget_group(pid);
+                }
             }
             let actions = self.machine.handle(
                 Event::Reaped {
@@ -302,6 +306,7 @@ impl<'a> EventLoop<'a> {
     fn probe_groups(&mut self) {
         for (job, pgid) in self.machine.draining_groups() {
             if !reaper::group_alive(pgid) {
+                reaper::forget_group(pgid);
                 self.drain_job_streams(job, true);
                 let actions = self
                     .machine

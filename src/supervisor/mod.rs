@@ -34,6 +34,10 @@ pub fn run(options: &Options) -> u8 {
         eprintln!("simplevisor: {message}");
         return 1;
     }
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("simplevisor: internal error: {info}; killing every job");
+        reaper::kill_tracked_groups();
+    }));
     let process_env = process_environment();
     let config = match crate::check::load_config(options) {
         Ok(config) => config,

@@ -53,3 +53,29 @@ pub fn signal_group(pgid: i32, signal: i32) -> Result<(), Errno> {
         },
     }
 }
+
+/// Process groups that may still have members, for [`kill_tracked_groups`]: the last resort
+/// of a panic, which must not leave jobs behind when simplevisor is not PID 1 (as PID 1 the
+/// kernel kills the whole namespace anyway).
+static LIVE_GROUPS: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+pub fn track_group(pgid: i32) {
+    if let Ok(mut groups) = LIVE_GROUPS.lock() {
+        groups.push(pgid);
+    }
+}
+
+pub fn forget_group(pgid: i32) {
+    if let Ok(mut groups) = LIVE_GROUPS.lock() {
+        groups.retain(|&g| g != pgid);
+    }
+}
+
+/// `SIGKILL` to every tracked group. Never blocks: called from the panic hook.
+pub fn kill_tracked_groups() {
+    if let Ok(groups) = LIVE_GROUPS.try_lock() {
+        for &pgid in groups.iter() {
+            let _ = signal_group(pgid, libc::SIGKILL);
+        }
+    }
+}
