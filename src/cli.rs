@@ -76,9 +76,7 @@ where
     match subcommand.as_deref() {
         None | Some("run") => Ok(Command::Run(options)),
         Some("check") => Ok(Command::Check(options)),
-        _ if options != Options::default() => {
-            Err("schema takes no options".to_string())
-        }
+        _ if options != Options::default() => Err("schema takes no options".to_string()),
         _ => Ok(Command::Schema),
     }
 }
@@ -140,7 +138,11 @@ mod tests {
 
     #[test]
     fn mistakes_are_errors() {
-        assert!(args(&["start"]).unwrap_err().contains("unknown command 'start'"));
+        assert!(
+            args(&["start"])
+                .unwrap_err()
+                .contains("unknown command 'start'")
+        );
         assert!(args(&["--bogus"]).is_err());
         assert!(args(&["run", "check"]).is_err());
         assert!(args(&["--config"]).is_err());
@@ -159,7 +161,11 @@ mod tests {
             PathBuf::from("/env.json")
         );
         assert_eq!(
-            config_path(Some(Path::new("/flag.json")), Some("/env.json".into()), Some(exe)),
+            config_path(
+                Some(Path::new("/flag.json")),
+                Some("/env.json".into()),
+                Some(exe)
+            ),
             PathBuf::from("/flag.json")
         );
         assert_eq!(

@@ -37,16 +37,109 @@ pub struct EnvPlan {
     pub needs_vault: bool,
 }
 
+/// simplevisor's own Vault credentials: never passed by `pass-all`, only when named in `pass`.
+const CREDENTIALS: [&str; 3] = ["VAULT_TOKEN", "VAULT_SECRET_ID", "VAULT_ROLE_ID"];
+
 /// Parses every reference and checks every template by rendering it with placeholder values.
 /// `no_vault`: references are literal values, so they are not parsed. Problems carry the JSON
-/// path of the list entry (`env.vault-replace[0]`) and name the variable.
+/// path of the list entry (`env.vault-replace[0]`) and name the variable, never its value (a
+/// malformed reference may be a pasted secret).
 pub fn plan(
     settings: &EnvSettings,
     process_env: &[(String, String)],
     no_vault: bool,
 ) -> Result<EnvPlan, Vec<Problem>> {
-    let _ = (settings, process_env, no_vault);
-    todo!()
+    let lookup = |name: &str| process_env.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+    let mut problems = Vec::new();
+    let mut plan = EnvPlan::default();
+    let mut present_replacements = Vec::new();
+    for (i, name) in settings.vault_replace.iter().enumerate() {
+        let Some(value) = lookup(name) else { continue };
+        present_replacements.push(name.clone());
+        if no_vault {
+            continue;
+        }
+        match parse_reference(value) {
+            Ok(reference) => plan.replacements.push((name.clone(), reference)),
+            Err(message) => problems.push(Problem::new(
+                format!("env.vault-replace[{i}]"),
+                format!("{name}: {message}"),
+            )),
+        }
+    }
+    let placeholders: BTreeMap<String, String> = present_replacements
+        .iter()
+        .map(|name| (name.clone(), format!("<{name}>")))
+        .collect();
+    for (i, name) in settings.vault_template.iter().enumerate() {
+        let Some(source) = lookup(name) else { continue };
+        match crate::template::render(source, &placeholders) {
+            Ok(_) => plan.templates.push((name.clone(), source.clone())),
+            Err(message) => problems.push(Problem::new(
+                format!("env.vault-template[{i}]"),
+                format!(
+                    "{name}: the template does not render: {message} (templates may refer only to vault-replace variables that are set: {})",
+                    if present_replacements.is_empty() {
+                        "none are".to_string()
+                    } else {
+                        present_replacements.join(", ")
+                    }
+                ),
+            )),
+        }
+    }
+    plan.needs_vault = !no_vault && (!plan.replacements.is_empty() || settings.vault_token);
+    if problems.is_empty() {
+        Ok(plan)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Parses `type:path:field`; the error explains the format without repeating the value.
+pub fn parse_reference(value: &str) -> Result<SecretRef, String> {
+    let parts: Vec<&str> = value.split(':').collect();
+    let [kind, path, field] = parts[..] else {
+        return Err(format!(
+            "the value is not a reference of the form type:path:field (it has {} colon-separated part(s), not 3), e.g. db:prod-db:Password",
+            parts.len()
+        ));
+    };
+    if path.is_empty() || field.is_empty() {
+        return Err("the path and the field of type:path:field must not be empty".into());
+    }
+    let kind = match kind {
+        "db" => SecretKind::Db,
+        "secret" => SecretKind::Secret,
+        "aws-user" => SecretKind::AwsUser,
+        other => {
+            return Err(format!(
+                "unknown secret type \"{}\"; the types are db, secret, aws-user",
+                other.chars().take(20).collect::<String>()
+            ));
+        }
+    };
+    let allowed: &[&str] = match kind {
+        SecretKind::Db => &["Username", "Password"],
+        SecretKind::AwsUser => &["KeyId", "SecretKey", "SessionToken"],
+        SecretKind::Secret => &[],
+    };
+    if !allowed.is_empty() && !allowed.contains(&field) {
+        return Err(format!(
+            "a {} reference has the fields {} (case-sensitive), not \"{}\"",
+            match kind {
+                SecretKind::Db => "db",
+                _ => "aws-user",
+            },
+            allowed.join(", "),
+            field.chars().take(40).collect::<String>()
+        ));
+    }
+    Ok(SecretRef {
+        kind,
+        path: path.to_string(),
+        field: field.to_string(),
+    })
 }
 
 /// What `vault-token: true` adds.
@@ -67,6 +160,44 @@ pub fn build(
     resolved: &BTreeMap<String, String>,
     injection: Option<&VaultInjection>,
 ) -> Result<Vec<(String, String)>, String> {
-    let _ = (settings, process_env, plan, resolved, injection);
-    todo!()
+    let mut env: Vec<(String, String)> = Vec::with_capacity(process_env.len());
+    for (name, value) in process_env {
+        let value = if let Some(secret) = resolved.get(name) {
+            secret.clone()
+        } else if let Some((_, source)) = plan.templates.iter().find(|(t, _)| t == name) {
+            crate::template::render(source, resolved).map_err(|_| {
+                // The message of a failure with real values could quote one; say only where.
+                format!("the template in {name} failed to render with the resolved secrets")
+            })?
+        } else {
+            value.clone()
+        };
+        let named = settings.pass.contains(name);
+        let passes = named || (settings.pass_all && !CREDENTIALS.contains(&name.as_str()));
+        if passes {
+            env.push((name.clone(), value));
+        }
+    }
+    if let Some(vault) = injection {
+        env.retain(|(k, _)| k != "VAULT_TOKEN" && k != "VAULT_ADDR");
+        env.push(("VAULT_TOKEN".into(), vault.token.clone()));
+        env.push(("VAULT_ADDR".into(), vault.addr.clone()));
+    }
+    Ok(env)
 }
+
+/// The environment of a job with `run-as`: `HOME`, `USER` and `LOGNAME` are the target user's.
+pub fn with_identity(env: &[(String, String)], user: &str, home: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = env
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "HOME" | "USER" | "LOGNAME"))
+        .cloned()
+        .collect();
+    out.push(("HOME".into(), home.into()));
+    out.push(("USER".into(), user.into()));
+    out.push(("LOGNAME".into(), user.into()));
+    out
+}
+
+#[cfg(test)]
+mod tests;

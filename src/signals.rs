@@ -31,3 +31,100 @@ pub fn name_of(signo: i32) -> String {
         }
     }
 }
+
+/// What simplevisor does with a signal it receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// `TERM`, `INT`: shut down.
+    Shutdown,
+    /// `CHLD`: reap.
+    Reap,
+    /// Everything else that can be caught: forward to every job's process group.
+    Forward,
+}
+
+/// Signals simplevisor never blocks or reads: the synchronous faults (left to their default
+/// action, so a bug crashes loudly), `KILL` and `STOP` (cannot be caught), and `PIPE`, `TTIN`,
+/// `TTOU`, which are ignored by simplevisor (and reset to the default for jobs).
+const UNHANDLED: [i32; 12] = [
+    libc::SIGSEGV,
+    libc::SIGBUS,
+    libc::SIGFPE,
+    libc::SIGILL,
+    libc::SIGTRAP,
+    libc::SIGABRT,
+    libc::SIGSYS,
+    libc::SIGKILL,
+    libc::SIGSTOP,
+    libc::SIGPIPE,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
+];
+
+/// Signals simplevisor ignores outright.
+pub const IGNORED: [i32; 3] = [libc::SIGPIPE, libc::SIGTTIN, libc::SIGTTOU];
+
+pub fn disposition(signo: i32) -> Disposition {
+    match signo {
+        libc::SIGTERM | libc::SIGINT => Disposition::Shutdown,
+        libc::SIGCHLD => Disposition::Reap,
+        _ => Disposition::Forward,
+    }
+}
+
+/// Every signal number simplevisor blocks and reads through its signalfd: 1..=SIGRTMAX minus
+/// [`UNHANDLED`] (glibc silently keeps its two internal real-time signals unblockable).
+pub fn handled() -> Vec<i32> {
+    (1..=libc::SIGRTMAX())
+        .filter(|s| !UNHANDLED.contains(s))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_in_every_accepted_spelling() {
+        for name in ["INT", "SIGINT", "int", "sigint", " Int "] {
+            assert_eq!(parse_name(name), Some(Signal::SIGINT), "{name}");
+        }
+        assert_eq!(parse_name("TERMINATE"), None);
+        assert_eq!(parse_name(""), None);
+        assert!(valid_names().contains(&"HUP"));
+    }
+
+    #[test]
+    fn names_of_numbers() {
+        assert_eq!(name_of(libc::SIGTERM), "TERM");
+        assert_eq!(name_of(libc::SIGRTMIN() + 2), "RTMIN+2");
+    }
+
+    #[test]
+    fn dispositions_follow_spec_section_6() {
+        assert_eq!(disposition(libc::SIGTERM), Disposition::Shutdown);
+        assert_eq!(disposition(libc::SIGINT), Disposition::Shutdown);
+        assert_eq!(disposition(libc::SIGCHLD), Disposition::Reap);
+        for s in [
+            libc::SIGHUP,
+            libc::SIGUSR1,
+            libc::SIGWINCH,
+            libc::SIGRTMIN(),
+        ] {
+            assert_eq!(disposition(s), Disposition::Forward);
+        }
+        let handled = handled();
+        for s in [
+            libc::SIGHUP,
+            libc::SIGQUIT,
+            libc::SIGCONT,
+            libc::SIGTSTP,
+            libc::SIGRTMAX(),
+        ] {
+            assert!(handled.contains(&s), "{s}");
+        }
+        for s in UNHANDLED {
+            assert!(!handled.contains(&s), "{s}");
+        }
+    }
+}

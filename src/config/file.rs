@@ -1,7 +1,161 @@
-//! The serde model of the configuration file, exactly as written (strings for durations,
-//! signals and `run-as`), with unknown keys rejected. Also the source of `simplevisor schema`.
+//! The shape of the configuration file: the keys allowed at each level, and the JSON Schema
+//! printed by `simplevisor schema` (for editors). A unit test keeps the two in step.
+
+use serde_json::{Value, json};
+
+pub const TOP_KEYS: &[&str] = &["env", "jobs", "stop-timeout", "restart-backoff", "vault"];
+pub const ENV_KEYS: &[&str] = &[
+    "pass",
+    "pass-all",
+    "vault-token",
+    "vault-replace",
+    "vault-template",
+];
+pub const JOBS_KEYS: &[&str] = &["init", "main"];
+pub const JOB_KEYS: &[&str] = &[
+    "cmd",
+    "name",
+    "run-as",
+    "kill-signal",
+    "stop-timeout",
+    "workdir",
+    "log-format",
+    "restart",
+    "essential",
+];
+pub const BACKOFF_KEYS: &[&str] = &["initial", "max", "multiplier", "reset-after"];
+pub const VAULT_KEYS: &[&str] = &[
+    "kv-mount",
+    "db-mount",
+    "aws-mount",
+    "approle-mount",
+    "on-lease-expiry",
+    "revoke-on-exit",
+    "startup-timeout",
+];
+
+const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
+
+fn duration(description: &str) -> Value {
+    json!({"type": "string", "pattern": DURATION_PATTERN, "description": description})
+}
+
+fn strings(description: &str) -> Value {
+    json!({"type": "array", "items": {"type": "string"}, "description": description})
+}
+
+fn schema_value() -> Value {
+    let job = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["cmd"],
+        "properties": {
+            "cmd": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                    "description": "argv; a program without '/' is looked up in the job's PATH"},
+            "name": {"type": "string", "minLength": 1,
+                     "description": "the process field of the job's log records; default: basename of cmd[0]"},
+            "run-as": {"type": "string", "pattern": "^[^:]+(:[^:]+)?$",
+                       "description": "\"user\", \"user:group\" or numeric ids; user only means group root"},
+            "kill-signal": {"type": "string", "description": "signal name sent to the job's process group to stop it, e.g. \"INT\"; default TERM"},
+            "stop-timeout": duration("grace after kill-signal before SIGKILL; default: the top-level stop-timeout"),
+            "workdir": {"type": "string", "minLength": 1, "description": "working directory"},
+            "log-format": {"enum": ["text", "json"], "description": "json: lines that are JSON objects are embedded as objects"},
+            "restart": {"enum": ["always", "on-failure", "never"], "description": "main jobs only; default always"},
+            "essential": {"type": "boolean", "description": "main jobs only: when it exits, everything stops with its status"}
+        }
+    });
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "simplevisor configuration",
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["jobs"],
+        "properties": {
+            "env": {
+                "type": "object",
+                "additionalProperties": false,
+                "properties": {
+                    "pass": strings("variables passed to the jobs"),
+                    "pass-all": {"type": "boolean", "description": "pass every variable except VAULT_TOKEN, VAULT_SECRET_ID, VAULT_ROLE_ID (unless named in pass)"},
+                    "vault-token": {"type": "boolean", "description": "add VAULT_TOKEN and VAULT_ADDR for the jobs"},
+                    "vault-replace": strings("variables holding type:path:field references, replaced by the secret"),
+                    "vault-template": strings("variables holding Go templates over the vault-replace variables")
+                }
+            },
+            "jobs": {
+                "type": "object",
+                "additionalProperties": false,
+                "properties": {
+                    "init": {"type": "array", "items": job.clone(), "description": "run one at a time, in order; each must exit 0"},
+                    "main": {"type": "array", "items": job, "description": "run in parallel after the init jobs, restarted per policy"}
+                }
+            },
+            "stop-timeout": duration("default grace after kill-signal before SIGKILL; default 5s"),
+            "restart-backoff": {
+                "type": "object",
+                "additionalProperties": false,
+                "properties": {
+                    "initial": duration("first restart delay; default 1s"),
+                    "max": duration("longest restart delay; default 60s"),
+                    "multiplier": {"type": "number", "minimum": 1, "maximum": 1000, "description": "default 2"},
+                    "reset-after": duration("a run this long resets the backoff; default 60s")
+                }
+            },
+            "vault": {
+                "type": "object",
+                "additionalProperties": false,
+                "properties": {
+                    "kv-mount": {"type": "string", "description": "default kv"},
+                    "db-mount": {"type": "string", "description": "default database"},
+                    "aws-mount": {"type": "string", "description": "default aws"},
+                    "approle-mount": {"type": "string", "description": "default approle"},
+                    "on-lease-expiry": {"enum": ["exit", "restart"], "description": "default exit"},
+                    "revoke-on-exit": {"type": "boolean", "description": "default true"},
+                    "startup-timeout": duration("how long to retry an unreachable Vault at start; default 30s")
+                }
+            }
+        }
+    })
+}
 
 /// The JSON Schema of the file, pretty-printed.
 pub fn schema() -> String {
-    todo!()
+    serde_json::to_string_pretty(&schema_value()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(v: &Value) -> Vec<String> {
+        let mut k: Vec<String> = v["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        k.sort();
+        k
+    }
+
+    fn sorted(list: &[&str]) -> Vec<String> {
+        let mut k: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+        k.sort();
+        k
+    }
+
+    #[test]
+    fn the_schema_and_the_validator_know_the_same_keys() {
+        let s = schema_value();
+        let p = &s["properties"];
+        assert_eq!(keys(&s), sorted(TOP_KEYS));
+        assert_eq!(keys(&p["env"]), sorted(ENV_KEYS));
+        assert_eq!(keys(&p["jobs"]), sorted(JOBS_KEYS));
+        assert_eq!(
+            keys(&p["jobs"]["properties"]["main"]["items"]),
+            sorted(JOB_KEYS)
+        );
+        assert_eq!(keys(&p["restart-backoff"]), sorted(BACKOFF_KEYS));
+        assert_eq!(keys(&p["vault"]), sorted(VAULT_KEYS));
+    }
 }

@@ -165,7 +165,10 @@ impl fmt::Display for Problem {
 #[derive(Debug)]
 pub enum ConfigError {
     /// The file could not be read.
-    Read { file: PathBuf, error: std::io::Error },
+    Read {
+        file: PathBuf,
+        error: std::io::Error,
+    },
     /// The file is not valid JSON (1-based line and column).
     Syntax {
         file: PathBuf,
@@ -174,7 +177,10 @@ pub enum ConfigError {
         message: String,
     },
     /// The JSON is well-formed but wrong; every problem found.
-    Invalid { file: PathBuf, problems: Vec<Problem> },
+    Invalid {
+        file: PathBuf,
+        problems: Vec<Problem>,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -194,7 +200,12 @@ impl fmt::Display for ConfigError {
                 file.display()
             ),
             ConfigError::Invalid { file, problems } => {
-                write!(f, "{}: {} problem(s) found:", file.display(), problems.len())?;
+                write!(
+                    f,
+                    "{}: {} problem(s) found:",
+                    file.display(),
+                    problems.len()
+                )?;
                 for p in problems {
                     write!(f, "\n  {p}")?;
                 }

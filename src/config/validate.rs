@@ -1,12 +1,591 @@
-//! From the file model to a [`Config`], collecting every problem with its JSON path.
+//! From the file's text to a [`Config`], collecting every problem with its JSON path.
+//!
+//! The file is parsed into a `serde_json::Value` first (syntax errors carry line and column),
+//! then walked by hand: unlike `deny_unknown_fields`, which stops at the first surprise, the
+//! walk reports every unknown key, wrong type and bad value in one go.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use super::{Config, ConfigError};
+use serde_json::{Map, Value};
+
+use super::file::{BACKOFF_KEYS, ENV_KEYS, JOB_KEYS, JOBS_KEYS, TOP_KEYS, VAULT_KEYS};
+use super::{
+    BackoffSettings, Config, ConfigError, EnvSettings, ExpiryPolicy, JobKind, JobSpec, LogFormat,
+    Problem, RestartPolicy, VaultSettings, duration,
+};
 use crate::identity::UserDb;
+use crate::signals;
 
 /// Reads, parses and validates the configuration file at `file`.
 pub fn load(file: &Path, users: &UserDb) -> Result<Config, ConfigError> {
-    let _ = (file, users);
-    todo!()
+    let text = std::fs::read_to_string(file).map_err(|error| ConfigError::Read {
+        file: file.to_path_buf(),
+        error,
+    })?;
+    parse(&text, file, users)
 }
+
+/// Validates the text of a configuration file (`file` is only used in messages).
+pub fn parse(text: &str, file: &Path, users: &UserDb) -> Result<Config, ConfigError> {
+    let root: Value = serde_json::from_str(text).map_err(|error| ConfigError::Syntax {
+        file: file.to_path_buf(),
+        line: error.line(),
+        column: error.column(),
+        message: syntax_message(&error),
+    })?;
+    let mut v = Validator {
+        problems: Vec::new(),
+        users,
+    };
+    let config = v.config(&root, file);
+    if v.problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError::Invalid {
+            file: file.to_path_buf(),
+            problems: v.problems,
+        })
+    }
+}
+
+/// serde_json's message without its own " at line L column C" suffix (we print our own).
+fn syntax_message(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    let trimmed = match text.rfind(" at line ") {
+        Some(at) => &text[..at],
+        None => &text,
+    };
+    let hint = match trimmed {
+        t if t.starts_with("expected `,` or `}`") || t.starts_with("expected `,` or `]`") => {
+            " (is a comma missing at the end of the previous line?)"
+        }
+        t if t.starts_with("trailing comma") => " (remove the comma before it)",
+        t if t.starts_with("key must be a string") => " (keys need double quotes)",
+        _ => "",
+    };
+    format!("{trimmed}{hint}")
+}
+
+struct Validator<'a> {
+    problems: Vec<Problem>,
+    users: &'a UserDb,
+}
+
+impl Validator<'_> {
+    fn problem(&mut self, path: &str, message: impl Into<String>) {
+        self.problems.push(Problem::new(path, message));
+    }
+
+    /// The object at `path`, with unknown keys reported; `None` (and a problem) if it is not
+    /// an object.
+    fn object<'v>(
+        &mut self,
+        value: &'v Value,
+        path: &str,
+        known: &[&str],
+    ) -> Option<&'v Map<String, Value>> {
+        let Some(map) = value.as_object() else {
+            self.problem(path, format!("must be an object, not {}", kind_of(value)));
+            return None;
+        };
+        for key in map.keys() {
+            if !known.contains(&key.as_str()) {
+                let hint = match closest(key, known) {
+                    Some(near) => format!("did you mean \"{near}\"? "),
+                    None => String::new(),
+                };
+                self.problem(
+                    &join(path, key),
+                    format!(
+                        "unknown key \"{key}\"; {hint}valid keys here: {}",
+                        known.join(", ")
+                    ),
+                );
+            }
+        }
+        Some(map)
+    }
+
+    fn string(&mut self, map: &Map<String, Value>, path: &str, key: &str) -> Option<String> {
+        match map.get(key)? {
+            Value::String(s) => Some(s.clone()),
+            other => {
+                self.problem(
+                    &join(path, key),
+                    format!("must be a string, not {}", kind_of(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn bool(&mut self, map: &Map<String, Value>, path: &str, key: &str) -> Option<bool> {
+        match map.get(key)? {
+            Value::Bool(b) => Some(*b),
+            other => {
+                self.problem(
+                    &join(path, key),
+                    format!("must be true or false, not {}", kind_of(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn strings(&mut self, map: &Map<String, Value>, path: &str, key: &str) -> Vec<String> {
+        let Some(value) = map.get(key) else {
+            return Vec::new();
+        };
+        let path = join(path, key);
+        let Some(items) = value.as_array() else {
+            self.problem(
+                &path,
+                format!("must be an array of strings, not {}", kind_of(value)),
+            );
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            match item.as_str() {
+                Some(s) => out.push(s.to_string()),
+                None => self.problem(
+                    &format!("{path}[{i}]"),
+                    format!("must be a string, not {}", kind_of(item)),
+                ),
+            }
+        }
+        out
+    }
+
+    fn duration(
+        &mut self,
+        map: &Map<String, Value>,
+        path: &str,
+        key: &str,
+        default: Duration,
+    ) -> Duration {
+        let Some(text) = self.string(map, path, key) else {
+            return default;
+        };
+        match duration::parse(&text) {
+            Ok(d) => d,
+            Err(message) => {
+                self.problem(&join(path, key), message);
+                default
+            }
+        }
+    }
+
+    fn choice<T: Copy>(
+        &mut self,
+        map: &Map<String, Value>,
+        path: &str,
+        key: &str,
+        choices: &[(&str, T)],
+        default: T,
+    ) -> T {
+        let Some(text) = self.string(map, path, key) else {
+            return default;
+        };
+        match choices.iter().find(|(name, _)| *name == text) {
+            Some((_, value)) => *value,
+            None => {
+                let names: Vec<String> = choices.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+                self.problem(
+                    &join(path, key),
+                    format!("\"{text}\" is not one of {}", names.join(", ")),
+                );
+                default
+            }
+        }
+    }
+
+    fn config(&mut self, root: &Value, file: &Path) -> Config {
+        let empty = Map::new();
+        let map = self.object(root, "(top level)", TOP_KEYS).unwrap_or(&empty);
+        let stop_timeout = self.duration(map, "", "stop-timeout", Duration::from_secs(5));
+        let env = match map.get("env") {
+            Some(value) => self.env(value),
+            None => EnvSettings::default(),
+        };
+        let backoff = match map.get("restart-backoff") {
+            Some(value) => self.backoff(value),
+            None => BackoffSettings::default(),
+        };
+        let vault = match map.get("vault") {
+            Some(value) => self.vault(value),
+            None => VaultSettings::default(),
+        };
+        let (init, main) = match map.get("jobs") {
+            Some(jobs) => self.jobs(jobs, stop_timeout),
+            None => {
+                if root.is_object() {
+                    self.problem(
+                        "jobs",
+                        "is required: add \"jobs\": {\"main\": [{\"cmd\": [...]}]}",
+                    );
+                }
+                (Vec::new(), Vec::new())
+            }
+        };
+        self.unique_names(&init, &main);
+        Config {
+            source: PathBuf::from(file),
+            env,
+            init,
+            main,
+            backoff,
+            vault,
+        }
+    }
+
+    fn env(&mut self, value: &Value) -> EnvSettings {
+        let Some(map) = self.object(value, "env", ENV_KEYS) else {
+            return EnvSettings::default();
+        };
+        let settings = EnvSettings {
+            pass: self.strings(map, "env", "pass"),
+            pass_all: self.bool(map, "env", "pass-all").unwrap_or(false),
+            vault_token: self.bool(map, "env", "vault-token").unwrap_or(false),
+            vault_replace: self.strings(map, "env", "vault-replace"),
+            vault_template: self.strings(map, "env", "vault-template"),
+        };
+        for (i, name) in settings.vault_template.iter().enumerate() {
+            if settings.vault_replace.contains(name) {
+                self.problem(
+                    &format!("env.vault-template[{i}]"),
+                    format!(
+                        "{name} is listed in both vault-replace and vault-template; a variable is either a secret reference or a template"
+                    ),
+                );
+            }
+        }
+        for (key, list) in [
+            ("pass", &settings.pass),
+            ("vault-replace", &settings.vault_replace),
+            ("vault-template", &settings.vault_template),
+        ] {
+            for (i, name) in list.iter().enumerate() {
+                if name.is_empty() || name.contains('=') || name.contains('\0') {
+                    self.problem(
+                        &format!("env.{key}[{i}]"),
+                        format!("\"{name}\" is not a valid variable name"),
+                    );
+                }
+            }
+        }
+        settings
+    }
+
+    fn backoff(&mut self, value: &Value) -> BackoffSettings {
+        let defaults = BackoffSettings::default();
+        let path = "restart-backoff";
+        let Some(map) = self.object(value, path, BACKOFF_KEYS) else {
+            return defaults;
+        };
+        let initial = self.duration(map, path, "initial", defaults.initial);
+        let max = self.duration(map, path, "max", defaults.max);
+        let reset_after = self.duration(map, path, "reset-after", defaults.reset_after);
+        let multiplier = match map.get("multiplier") {
+            None => defaults.multiplier,
+            Some(value) => match value.as_f64() {
+                Some(m) if (1.0..=1000.0).contains(&m) => m,
+                _ => {
+                    self.problem(
+                        "restart-backoff.multiplier",
+                        format!("must be a number from 1 to 1000, not {value}"),
+                    );
+                    defaults.multiplier
+                }
+            },
+        };
+        if initial.is_zero() {
+            self.problem(
+                "restart-backoff.initial",
+                "must be more than zero (a job that fails at once would be restarted in a busy loop)",
+            );
+        }
+        if initial > max {
+            self.problem(
+                "restart-backoff.max",
+                "must not be less than restart-backoff.initial",
+            );
+        }
+        BackoffSettings {
+            initial,
+            max,
+            multiplier,
+            reset_after,
+        }
+    }
+
+    fn vault(&mut self, value: &Value) -> VaultSettings {
+        let defaults = VaultSettings::default();
+        let path = "vault";
+        let Some(map) = self.object(value, path, VAULT_KEYS) else {
+            return defaults;
+        };
+        let mount = |v: &mut Self, key: &str, default: &str| match v.string(map, path, key) {
+            Some(m) if m.trim_matches('/').is_empty() => {
+                v.problem(&join(path, key), "must not be empty");
+                default.to_string()
+            }
+            Some(m) => m.trim_matches('/').to_string(),
+            None => default.to_string(),
+        };
+        let kv_mount = mount(self, "kv-mount", &defaults.kv_mount);
+        let db_mount = mount(self, "db-mount", &defaults.db_mount);
+        let aws_mount = mount(self, "aws-mount", &defaults.aws_mount);
+        let approle_mount = mount(self, "approle-mount", &defaults.approle_mount);
+        VaultSettings {
+            kv_mount,
+            db_mount,
+            aws_mount,
+            approle_mount,
+            on_lease_expiry: self.choice(
+                map,
+                path,
+                "on-lease-expiry",
+                &[
+                    ("exit", ExpiryPolicy::Exit),
+                    ("restart", ExpiryPolicy::Restart),
+                ],
+                defaults.on_lease_expiry,
+            ),
+            revoke_on_exit: self
+                .bool(map, path, "revoke-on-exit")
+                .unwrap_or(defaults.revoke_on_exit),
+            startup_timeout: self.duration(map, path, "startup-timeout", defaults.startup_timeout),
+        }
+    }
+
+    fn jobs(&mut self, value: &Value, stop_timeout: Duration) -> (Vec<JobSpec>, Vec<JobSpec>) {
+        let Some(map) = self.object(value, "jobs", JOBS_KEYS) else {
+            return (Vec::new(), Vec::new());
+        };
+        let mut lists = [Vec::new(), Vec::new()];
+        for (slot, (key, kind)) in [("init", JobKind::Init), ("main", JobKind::Main)]
+            .into_iter()
+            .enumerate()
+        {
+            let Some(list) = map.get(key) else { continue };
+            let path = format!("jobs.{key}");
+            let Some(items) = list.as_array() else {
+                self.problem(
+                    &path,
+                    format!("must be an array of jobs, not {}", kind_of(list)),
+                );
+                continue;
+            };
+            for (i, item) in items.iter().enumerate() {
+                if let Some(job) = self.job(item, &format!("{path}[{i}]"), kind, stop_timeout) {
+                    lists[slot].push(job);
+                }
+            }
+        }
+        let [init, main] = lists;
+        (init, main)
+    }
+
+    fn job(
+        &mut self,
+        value: &Value,
+        path: &str,
+        kind: JobKind,
+        stop_timeout: Duration,
+    ) -> Option<JobSpec> {
+        let map = self.object(value, path, JOB_KEYS)?;
+        let cmd = match map.get("cmd") {
+            None => {
+                self.problem(
+                    path,
+                    "has no \"cmd\": add the command as an array of strings",
+                );
+                Vec::new()
+            }
+            Some(_) => {
+                let cmd = self.strings(map, path, "cmd");
+                if map.get("cmd").is_some_and(Value::is_array) && cmd.is_empty() {
+                    self.problem(
+                        &join(path, "cmd"),
+                        "must not be empty: give at least the program",
+                    );
+                } else if cmd.first().is_some_and(String::is_empty) {
+                    self.problem(&format!("{path}.cmd[0]"), "the program must not be empty");
+                }
+                cmd
+            }
+        };
+        let name = self.string(map, path, "name").unwrap_or_else(|| {
+            let program = cmd.first().map(String::as_str).unwrap_or("");
+            program.rsplit('/').next().unwrap_or(program).to_string()
+        });
+        if map.contains_key("name") && name.is_empty() {
+            self.problem(&join(path, "name"), "must not be empty");
+        }
+        let kill_signal = match self.string(map, path, "kill-signal") {
+            None => nix::sys::signal::Signal::SIGTERM,
+            Some(text) => match signals::parse_name(&text) {
+                Some(signal) => signal,
+                None => {
+                    self.problem(
+                        &join(path, "kill-signal"),
+                        format!(
+                            "unknown signal \"{text}\"; valid names: {}",
+                            signals::valid_names().join(", ")
+                        ),
+                    );
+                    nix::sys::signal::Signal::SIGTERM
+                }
+            },
+        };
+        let run_as = match self.string(map, path, "run-as") {
+            None => None,
+            Some(text) => match self.users.resolve(&text) {
+                Ok(identity) => Some(identity),
+                Err(message) => {
+                    self.problem(&join(path, "run-as"), message);
+                    None
+                }
+            },
+        };
+        let workdir = match self.string(map, path, "workdir") {
+            Some(dir) if dir.is_empty() => {
+                self.problem(&join(path, "workdir"), "must not be empty");
+                None
+            }
+            other => other.map(PathBuf::from),
+        };
+        let log_format = self.choice(
+            map,
+            path,
+            "log-format",
+            &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+            LogFormat::Text,
+        );
+        let mut restart = self.choice(
+            map,
+            path,
+            "restart",
+            &[
+                ("always", RestartPolicy::Always),
+                ("on-failure", RestartPolicy::OnFailure),
+                ("never", RestartPolicy::Never),
+            ],
+            RestartPolicy::Always,
+        );
+        let mut essential = self.bool(map, path, "essential").unwrap_or(false);
+        if kind == JobKind::Init {
+            for key in ["restart", "essential"] {
+                if map.contains_key(key) {
+                    self.problem(
+                        &join(path, key),
+                        format!(
+                            "applies to main jobs only: init jobs run once and must succeed; move the job to jobs.main or remove \"{key}\""
+                        ),
+                    );
+                }
+            }
+            restart = RestartPolicy::Never;
+            essential = false;
+        }
+        Some(JobSpec {
+            name,
+            kind,
+            cmd,
+            run_as,
+            kill_signal,
+            stop_timeout: self.duration(map, path, "stop-timeout", stop_timeout),
+            workdir,
+            log_format,
+            restart,
+            essential,
+        })
+    }
+
+    fn unique_names(&mut self, init: &[JobSpec], main: &[JobSpec]) {
+        let mut seen: BTreeMap<&str, String> = BTreeMap::new();
+        let located = init
+            .iter()
+            .enumerate()
+            .map(|(i, j)| (format!("jobs.init[{i}]"), j))
+            .chain(
+                main.iter()
+                    .enumerate()
+                    .map(|(i, j)| (format!("jobs.main[{i}]"), j)),
+            );
+        for (path, job) in located {
+            if job.name == crate::logs::INTERNAL {
+                self.problem(
+                    &join(&path, "name"),
+                    "\"internal\" is reserved for simplevisor's own records; choose another name",
+                );
+            }
+            if let Some(first) = seen.get(job.name.as_str()) {
+                self.problem(
+                    &path,
+                    format!(
+                        "duplicate job name \"{}\" (also used by {first}); names must be unique, set \"name\" on one of them",
+                        job.name
+                    ),
+                );
+            } else {
+                seen.insert(&job.name, path);
+            }
+        }
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() || path == "(top level)" {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The known key closest to a typo (`kill_signal` → `kill-signal`), if any is close.
+fn closest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
+    let normal = |s: &str| s.to_ascii_lowercase().replace('_', "-");
+    known
+        .iter()
+        .map(|k| (edit_distance(&normal(key), k), *k))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                prev
+            } else {
+                1 + prev.min(row[j]).min(cur)
+            };
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests;

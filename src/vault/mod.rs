@@ -5,13 +5,55 @@
 //! until `startup-timeout`), read the resolved values, receive [`VaultEvent`]s through its
 //! mailbox, and stop it (revoking if configured) before exiting.
 
+mod client;
+mod lease;
+mod ledger;
+mod login;
+mod renewer;
+mod secrets;
+#[cfg(test)]
+mod tests;
+
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use client::{Client, retrying};
+use ledger::{HeldToken, Ledger};
+use login::Credentials;
+use renewer::{Renewer, held, lock};
+use secrets::fetch_all;
 
 use crate::config::VaultSettings;
 use crate::environment::{EnvPlan, VaultInjection};
 use crate::logs::Logger;
 use crate::mailbox::Mailbox;
+
+/// The renewer's stack, smaller than std's 2 MiB default. Measured with the TLS test: a debug
+/// build overflows at 128 KiB and runs at 256 KiB (rustls handshakes are the deepest part);
+/// twice that for margin costs no memory, since only touched pages are resident.
+const RENEWER_STACK: usize = 512 * 1024;
+/// How long `stop` waits for the renewer to finish a request in flight before revoking anyway.
+const RENEWER_JOIN: Duration = Duration::from_secs(1);
+/// The budget for revoking what was acquired when start-up fails half-way.
+const FAILED_START_REVOKE: Duration = Duration::from_secs(5);
+
+/// Where the Vault code writes its internal records; [`Logger`] in production, a recorder in
+/// tests.
+pub(crate) trait Log: Send + 'static {
+    fn info(&self, message: &str);
+    fn error(&self, message: &str);
+}
+
+impl Log for Logger {
+    fn info(&self, message: &str) {
+        Logger::info(self, message);
+    }
+    fn error(&self, message: &str) {
+        Logger::error(self, message);
+    }
+}
 
 /// What the renewer thread tells the supervisor.
 #[derive(Debug)]
@@ -41,7 +83,14 @@ pub enum StartError {
 
 /// A logged-in Vault client with its fetched secrets and a running renewer.
 pub struct Session {
-    // filled in by the implementation
+    values: BTreeMap<String, String>,
+    client: Client,
+    ledger: Arc<Mutex<Ledger>>,
+    revoke_on_exit: bool,
+    stop: Sender<()>,
+    /// Disconnected when the renewer thread has ended.
+    finished: Receiver<()>,
+    log: Box<dyn Log>,
 }
 
 impl Session {
@@ -55,24 +104,141 @@ impl Session {
         logger: Logger,
         events: Mailbox<VaultEvent>,
     ) -> Result<Session, StartError> {
-        let _ = (settings, process_env, plan, logger, events);
-        todo!()
+        Session::start_with(settings, process_env, plan, logger, events)
     }
 
-    /// Each `vault-replace` variable of the plan with its secret value.
+    pub(crate) fn start_with<L: Log + Clone>(
+        settings: &VaultSettings,
+        process_env: &[(String, String)],
+        plan: &EnvPlan,
+        log: L,
+        events: Mailbox<VaultEvent>,
+    ) -> Result<Session, StartError> {
+        let client = Client::from_env(process_env).map_err(StartError::Config)?;
+        let credentials = Credentials::from_env(process_env).map_err(StartError::Config)?;
+        let deadline = Instant::now() + settings.startup_timeout;
+        let how = match credentials {
+            Credentials::Token(_) => "with VAULT_TOKEN".to_string(),
+            Credentials::AppRole { .. } => {
+                format!("with AppRole at auth/{}", settings.approle_mount)
+            }
+        };
+        let issued = Instant::now();
+        let token = retrying(deadline, |timeout| {
+            login::login(&client, &credentials, &settings.approle_mount, timeout)
+        })
+        .map_err(|e| {
+            StartError::Vault(format!(
+                "vault: logging in {how} at {} failed: {e}",
+                client.addr()
+            ))
+        })?;
+        log.info(&format!(
+            "vault: logged in {how} at {} (token ttl {}, {})",
+            client.addr(),
+            describe_ttl(token.ttl),
+            if token.renewable {
+                "renewable"
+            } else {
+                "not renewable"
+            }
+        ));
+        let ledger = Arc::new(Mutex::new(Ledger {
+            tokens: vec![HeldToken {
+                value: token.value.clone(),
+                own: credentials.creates_token(),
+                retired_until: None,
+            }],
+            leases: Vec::new(),
+            stopping: false,
+        }));
+        let mut leases = Vec::new();
+        let fetched = fetch_all(&client, &token.value, settings, plan, deadline, &mut leases);
+        lock(&ledger).leases.extend(leases.iter().map(held));
+        let give_back = |message: String| {
+            if settings.revoke_on_exit {
+                let ledger = lock(&ledger).clone();
+                ledger::revoke_all(&client, &ledger, Instant::now() + FAILED_START_REVOKE, &log);
+            }
+            StartError::Vault(message)
+        };
+        let values = fetched.map_err(|message| give_back(format!("vault: {message}")))?;
+        log.info(&format!(
+            "vault: fetched {} secret value(s), {} lease(s)",
+            values.len(),
+            leases.len()
+        ));
+
+        let (stop, stop_rx) = mpsc::channel();
+        let (finished_tx, finished) = mpsc::channel::<()>();
+        let renewer = Renewer::new(
+            client.clone(),
+            credentials,
+            settings.clone(),
+            plan.clone(),
+            Arc::clone(&ledger),
+            events,
+            log.clone(),
+            &token,
+            leases,
+            issued,
+        );
+        std::thread::Builder::new()
+            .name("vault".into())
+            .stack_size(RENEWER_STACK)
+            .spawn(move || {
+                let _finished = finished_tx;
+                renewer.run(stop_rx);
+            })
+            .map_err(|e| give_back(format!("vault: cannot start the renewer thread: {e}")))?;
+        Ok(Session {
+            values,
+            client,
+            ledger,
+            revoke_on_exit: settings.revoke_on_exit,
+            stop,
+            finished,
+            log: Box::new(log),
+        })
+    }
+
+    /// Each `vault-replace` variable of the plan with its secret value, as fetched at start
+    /// (later values come with [`VaultEvent::Refreshed`]).
     pub fn values(&self) -> &BTreeMap<String, String> {
-        todo!()
+        &self.values
     }
 
     /// The current token and address, for `vault-token: true`.
     pub fn injection(&self) -> VaultInjection {
-        todo!()
+        VaultInjection {
+            token: lock(&self.ledger).current_token().to_string(),
+            addr: self.client.addr().to_string(),
+        }
     }
 
     /// Stops the renewer; with `revoke-on-exit`, revokes every lease (and the token if we
     /// logged in ourselves), giving up at `deadline`.
     pub fn stop(self, deadline: Instant) {
-        let _ = deadline;
-        todo!()
+        let _ = self.stop.send(());
+        // A renewal in flight finishes within its timeout; revocation need not wait for it.
+        let wait = RENEWER_JOIN.min(client::time_left(deadline));
+        let _ = self.finished.recv_timeout(wait);
+        let ledger = {
+            let mut ledger = lock(&self.ledger);
+            ledger.stopping = self.revoke_on_exit;
+            ledger.clone()
+        };
+        if self.revoke_on_exit {
+            ledger::revoke_all(&self.client, &ledger, deadline, self.log.as_ref());
+        }
+    }
+}
+
+/// A TTL for messages: `4s`, or `none` for a token that never expires.
+fn describe_ttl(ttl: Duration) -> String {
+    if ttl.is_zero() {
+        "none".into()
+    } else {
+        format!("{}s", ttl.as_secs())
     }
 }

@@ -1,0 +1,210 @@
+//! Validation on in-memory files: every rule, and every problem reported at once.
+
+use super::*;
+use crate::identity::UserDb;
+
+fn users() -> UserDb {
+    UserDb::parse(
+        "root:x:0:0:root:/root:/bin/sh\nwww-data:x:33:33::/var/www:/bin/sh\n",
+        "root:x:0:\nwww-data:x:33:\n",
+    )
+}
+
+fn load_text(text: &str) -> Result<Config, ConfigError> {
+    parse(text, Path::new("test.json"), &users())
+}
+
+fn problems(text: &str) -> Vec<String> {
+    match load_text(text) {
+        Err(ConfigError::Invalid { problems, .. }) => {
+            problems.iter().map(|p| p.to_string()).collect()
+        }
+        other => panic!("expected problems, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_minimal_config_gets_every_default() {
+    let c =
+        load_text(r#"{"jobs": {"main": [{"cmd": ["/usr/bin/web", "--port", "80"]}]}}"#).unwrap();
+    let job = &c.main[0];
+    assert_eq!(job.name, "web");
+    assert_eq!(job.kill_signal, nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(job.stop_timeout, Duration::from_secs(5));
+    assert_eq!(job.restart, RestartPolicy::Always);
+    assert_eq!(job.log_format, LogFormat::Text);
+    assert!(!job.essential && job.run_as.is_none() && job.workdir.is_none());
+    assert_eq!(c.backoff, BackoffSettings::default());
+    assert_eq!(c.vault, VaultSettings::default());
+    assert_eq!(c.env, EnvSettings::default());
+}
+
+#[test]
+fn every_key_is_read() {
+    let c = load_text(
+        r#"{
+        "env": {"pass": ["PATH"], "pass-all": true, "vault-token": true,
+                "vault-replace": ["A"], "vault-template": ["B"]},
+        "stop-timeout": "10s",
+        "restart-backoff": {"initial": "500ms", "max": "30s", "multiplier": 1.5, "reset-after": "2m"},
+        "vault": {"kv-mount": "secret/", "db-mount": "db", "aws-mount": "cloud", "approle-mount": "ar",
+                  "on-lease-expiry": "restart", "revoke-on-exit": false, "startup-timeout": "1m"},
+        "jobs": {
+            "init": [{"cmd": ["migrate"], "stop-timeout": "1s"}],
+            "main": [{"name": "w", "cmd": ["x"], "run-as": "www-data:www-data", "kill-signal": "sigint",
+                      "workdir": "/srv", "log-format": "json", "restart": "on-failure", "essential": true}]
+        }
+    }"#,
+    )
+    .unwrap();
+    assert!(c.env.pass_all && c.env.vault_token);
+    assert_eq!(c.init[0].stop_timeout, Duration::from_secs(1));
+    assert_eq!(c.init[0].restart, RestartPolicy::Never);
+    let w = &c.main[0];
+    assert_eq!(
+        w.stop_timeout,
+        Duration::from_secs(10),
+        "top-level default applies"
+    );
+    assert_eq!(w.kill_signal, nix::sys::signal::Signal::SIGINT);
+    assert_eq!(w.run_as.as_ref().unwrap().uid, 33);
+    assert_eq!(
+        (w.log_format, w.restart, w.essential),
+        (LogFormat::Json, RestartPolicy::OnFailure, true)
+    );
+    assert_eq!(c.backoff.multiplier, 1.5);
+    assert_eq!(c.vault.kv_mount, "secret");
+    assert_eq!(c.vault.on_lease_expiry, ExpiryPolicy::Restart);
+    assert!(!c.vault.revoke_on_exit);
+}
+
+#[test]
+fn the_original_readme_example_is_a_syntax_error_with_line_and_column() {
+    let text = include_str!("../../../tests/fixtures/original-readme.json");
+    match load_text(text) {
+        Err(ConfigError::Syntax {
+            line,
+            column,
+            message,
+            ..
+        }) => {
+            assert_eq!((line, column), (6, 5));
+            assert!(message.contains("comma missing"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn every_problem_is_reported_with_its_path() {
+    let found = problems(
+        r#"{
+        "env": {"vault-replace": ["X"], "vault-template": ["X"], "passs": []},
+        "stop-timeout": "forever",
+        "jobs": {
+            "init": [{"cmd": ["a"], "restart": "always", "essential": true}],
+            "main": [
+                {"cmd": []},
+                {"name": "b", "cmd": ["b"], "kill_signal": "TERM"},
+                {"name": "b", "cmd": ["c"], "kill-signal": "TERMINATE", "run-as": "nobody-at-all"},
+                {"cmd": ["d"], "run-as": "www-data:nogroup", "restart": "sometimes", "log-format": "xml"}
+            ]
+        }
+    }"#,
+    );
+    let all = found.join("\n");
+    for expected in [
+        "env.vault-template[0]: X is listed in both vault-replace and vault-template",
+        "env.passs: unknown key \"passs\"; did you mean \"pass\"?",
+        "stop-timeout: \"forever\" is not a duration",
+        "jobs.init[0].restart: applies to main jobs only",
+        "jobs.init[0].essential: applies to main jobs only",
+        "jobs.main[0].cmd: must not be empty",
+        "jobs.main[1].kill_signal: unknown key \"kill_signal\"; did you mean \"kill-signal\"?",
+        "jobs.main[2].kill-signal: unknown signal \"TERMINATE\"; valid names: HUP, INT,",
+        "jobs.main[2].run-as: user \"nobody-at-all\" does not exist",
+        "jobs.main[2]: duplicate job name \"b\" (also used by jobs.main[1])",
+        "jobs.main[3].run-as: group \"nogroup\" does not exist",
+        "jobs.main[3].restart: \"sometimes\" is not one of \"always\", \"on-failure\", \"never\"",
+        "jobs.main[3].log-format: \"xml\" is not one of \"text\", \"json\"",
+    ] {
+        assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
+    }
+    assert_eq!(found.len(), 13, "{all}");
+}
+
+#[test]
+fn wrong_types_and_missing_parts() {
+    let all = problems(r#"{"env": [], "jobs": {"main": {"cmd": ["x"]}}}"#).join("\n");
+    assert!(
+        all.contains("env: must be an object, not an array"),
+        "{all}"
+    );
+    assert!(
+        all.contains("jobs.main: must be an array of jobs, not an object"),
+        "{all}"
+    );
+    let all = problems(r#"{"jobs": {"main": [{"name": "x"}, {"cmd": [1]}, "job"]}}"#).join("\n");
+    assert!(all.contains("jobs.main[0]: has no \"cmd\""), "{all}");
+    assert!(
+        all.contains("jobs.main[1].cmd[0]: must be a string, not a number"),
+        "{all}"
+    );
+    assert!(
+        all.contains("jobs.main[2]: must be an object, not a string"),
+        "{all}"
+    );
+    let all = problems(r#"{"env": {}}"#).join("\n");
+    assert!(all.contains("jobs: is required"), "{all}");
+    let all = problems(r#"[1]"#).join("\n");
+    assert!(all.contains("(top level): must be an object"), "{all}");
+}
+
+#[test]
+fn backoff_and_names_sanity() {
+    let all = problems(
+        r#"{"restart-backoff": {"initial": "0s", "max": "1s", "multiplier": 0.5},
+            "jobs": {"main": [{"name": "internal", "cmd": ["x"]}, {"cmd": ["/a/x"]}, {"cmd": ["/b/x"]}]}}"#,
+    )
+    .join("\n");
+    assert!(
+        all.contains("restart-backoff.multiplier: must be a number from 1 to 1000"),
+        "{all}"
+    );
+    assert!(
+        all.contains("restart-backoff.initial: must be more than zero"),
+        "{all}"
+    );
+    assert!(
+        all.contains("jobs.main[0].name: \"internal\" is reserved"),
+        "{all}"
+    );
+    assert!(
+        all.contains("jobs.main[2]: duplicate job name \"x\""),
+        "{all}"
+    );
+    let all =
+        problems(r#"{"restart-backoff": {"initial": "2m", "max": "1m"}, "jobs": {}}"#).join("\n");
+    assert!(
+        all.contains("restart-backoff.max: must not be less than restart-backoff.initial"),
+        "{all}"
+    );
+}
+
+#[test]
+fn no_main_jobs_is_valid() {
+    let c = load_text(r#"{"jobs": {"init": [{"cmd": ["true"]}]}}"#).unwrap();
+    assert!(c.main.is_empty());
+    let c = load_text(r#"{"jobs": {}}"#).unwrap();
+    assert!(c.init.is_empty() && c.main.is_empty());
+}
+
+#[test]
+fn missing_file_is_a_read_error() {
+    let err = load(Path::new("/nonexistent/simplevisor.json"), &users()).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("cannot read config file /nonexistent/simplevisor.json: No such file"),
+        "{err}"
+    );
+}

@@ -1,0 +1,479 @@
+//! The thin shell around [`Machine`]: one `epoll` over the signalfd, the jobs' output pipes
+//! (through a nested epoll, so that backpressure is one `epoll_ctl`), the stdout writer's
+//! wake-up and the Vault mailbox. It turns readiness into [`Event`]s and [`Action`]s into
+//! syscalls; it decides nothing itself.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::signalfd::SignalFd;
+
+use crate::config::JobSpec;
+use crate::environment;
+use crate::logs::relay::{ReadOutcome, StreamRelay};
+use crate::logs::{Logger, Output};
+use crate::mailbox::Inbox;
+use crate::signals::{self, Disposition};
+use crate::spawn::{self, SpawnRequest};
+use crate::vault::VaultEvent;
+
+use super::machine::{Action, Event, JobId, Machine};
+use super::reaper;
+
+const TOKEN_SIGNALS: u64 = 0;
+const TOKEN_PIPES: u64 = 1;
+const TOKEN_OUTPUT: u64 = 2;
+const TOKEN_VAULT: u64 = 3;
+
+/// How often groups of exited leaders are checked for members when nothing else wakes us:
+/// members reaped by their own parent inside the group send us no SIGCHLD.
+const GROUP_PROBE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// One read of a pipe takes at most this much; also the size of the shared read buffer.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Records are handed to the writer in batches of about this size.
+const BATCH_SIZE: usize = 64 * 1024;
+
+/// Builds a job environment from new Vault values (after an `on-lease-expiry: restart`).
+pub type Rebuild = Box<dyn FnMut(VaultEvent) -> Result<Option<Vec<(String, String)>>, String>>;
+
+/// An output stream of a running (or just exited) job.
+struct Stream {
+    job: JobId,
+    fd: OwnedFd,
+    relay: StreamRelay,
+}
+
+pub struct EventLoop<'a> {
+    machine: Machine,
+    specs: Vec<JobSpec>,
+    env: Vec<(String, String)>,
+    epoll: Epoll,
+    pipes: Epoll,
+    signals: SignalFd,
+    output: &'a Output,
+    logger: Logger,
+    vault: Option<(Inbox<VaultEvent>, Rebuild)>,
+    /// Slots indexed by the pipe's epoll token.
+    streams: Vec<Option<Stream>>,
+    /// Leader pid → job, for every job started and not yet reaped.
+    leaders: HashMap<i32, JobId>,
+    scratch: Vec<u8>,
+    batch: Vec<u8>,
+    throttled: bool,
+    status: Option<u8>,
+}
+
+impl<'a> EventLoop<'a> {
+    /// `specs`: init jobs then main jobs, in the order the machine numbers them.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        machine: Machine,
+        specs: Vec<JobSpec>,
+        env: Vec<(String, String)>,
+        signals: SignalFd,
+        output: &'a Output,
+        logger: Logger,
+        vault: Option<(Inbox<VaultEvent>, Rebuild)>,
+    ) -> Result<EventLoop<'a>, String> {
+        let create = || {
+            Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
+                .map_err(|e| format!("cannot create epoll instance: {e}"))
+        };
+        let epoll = create()?;
+        let pipes = create()?;
+        let add = |fd: std::os::fd::BorrowedFd<'_>, token: u64, what: &str| {
+            epoll
+                .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, token))
+                .map_err(|e| format!("cannot watch {what} (epoll_ctl): {e}"))
+        };
+        add(signals.as_fd(), TOKEN_SIGNALS, "the signalfd")?;
+        add(pipes.0.as_fd(), TOKEN_PIPES, "the job pipes")?;
+        add(output.wake_fd(), TOKEN_OUTPUT, "the output writer")?;
+        if let Some((inbox, _)) = &vault {
+            add(inbox.as_fd(), TOKEN_VAULT, "the Vault mailbox")?;
+        }
+        Ok(EventLoop {
+            machine,
+            specs,
+            env,
+            epoll,
+            pipes,
+            signals,
+            output,
+            logger,
+            vault,
+            streams: Vec::new(),
+            leaders: HashMap::new(),
+            scratch: Vec::new(),
+            batch: Vec::new(),
+            throttled: false,
+            status: None,
+        })
+    }
+
+    /// Runs until the machine says exit; returns the exit status.
+    pub fn run(mut self) -> u8 {
+        let actions = self.machine.start();
+        self.execute(actions);
+        let mut events = [EpollEvent::empty(); 8];
+        while self.status.is_none() {
+            let timeout = self.timeout(Instant::now());
+            let ready = match self.epoll.wait(&mut events, timeout) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => 0,
+                Err(error) => {
+                    self.emergency_stop(&format!("epoll_wait failed: {error}"));
+                    break;
+                }
+            };
+            for event in &events[..ready] {
+                match event.data() {
+                    TOKEN_SIGNALS => self.on_signals(),
+                    TOKEN_PIPES => self.read_pipes(),
+                    TOKEN_OUTPUT => self.on_output_room(),
+                    TOKEN_VAULT => self.on_vault(),
+                    _ => {}
+                }
+            }
+            self.probe_groups();
+            let actions = self.machine.handle(Event::Tick, Instant::now());
+            self.execute(actions);
+        }
+        self.close_all_streams();
+        self.status.unwrap_or(1)
+    }
+
+    fn timeout(&self, now: Instant) -> EpollTimeout {
+        let mut deadline = self.machine.next_deadline();
+        if !self.machine.draining_groups().is_empty() {
+            let probe = now + GROUP_PROBE_INTERVAL;
+            deadline = Some(deadline.map_or(probe, |d| d.min(probe)));
+        }
+        match deadline {
+            None => EpollTimeout::NONE,
+            Some(at) => {
+                // Round up: waking a millisecond early would just spin once more.
+                let wait = at.saturating_duration_since(now) + Duration::from_micros(999);
+                EpollTimeout::try_from(wait).unwrap_or(EpollTimeout::MAX)
+            }
+        }
+    }
+
+    fn execute(&mut self, actions: Vec<Action>) {
+        let mut queue = std::collections::VecDeque::from(actions);
+        while let Some(action) = queue.pop_front() {
+            match action {
+                Action::Start(job) => {
+                    let event = self.start(job);
+                    queue.extend(self.machine.handle(event, Instant::now()));
+                }
+                Action::SignalGroup { job, pgid, signal } => {
+                    if let Err(error) = reaper::signal_group(pgid, signal) {
+                        self.logger.error(&format!(
+                            "cannot send {} to job {} (process group {pgid}): {error}",
+                            signals::name_of(signal),
+                            self.machine.name(job)
+                        ));
+                    }
+                }
+                Action::Info(message) => self.logger.info(&message),
+                Action::Error(message) => self.logger.error(&message),
+                Action::Exit(status) => self.status = Some(status),
+            }
+        }
+    }
+
+    fn start(&mut self, job: JobId) -> Event {
+        let spec = &self.specs[job];
+        let env = match &spec.run_as {
+            Some(identity) => environment::with_identity(&self.env, &identity.user, &identity.home),
+            None => self.env.clone(),
+        };
+        let request = SpawnRequest {
+            cmd: &spec.cmd,
+            env: &env,
+            identity: spec.run_as.as_ref(),
+            workdir: spec.workdir.as_deref(),
+        };
+        match spawn::spawn(&request) {
+            Ok(spawned) => {
+                self.leaders.insert(spawned.pid, job);
+                reaper::track_group(spawned.pid);
+                let name = spec.name.clone();
+                let format = spec.log_format;
+                self.add_stream(job, spawned.stdout, StreamRelay::new(&name, 0, format));
+                self.add_stream(job, spawned.stderr, StreamRelay::new(&name, 1, format));
+                Event::Started {
+                    job,
+                    pid: spawned.pid,
+                }
+            }
+            Err(error) => Event::StartFailed {
+                job,
+                reason: error.reason,
+                status: error.status,
+            },
+        }
+    }
+
+    fn add_stream(&mut self, job: JobId, fd: OwnedFd, relay: StreamRelay) {
+        let slot = match self.streams.iter().position(Option::is_none) {
+            Some(slot) => slot,
+            None => {
+                self.streams.push(None);
+                self.streams.len() - 1
+            }
+        };
+        let event = EpollEvent::new(EpollFlags::EPOLLIN, slot as u64);
+        if let Err(error) = self.pipes.add(fd.as_fd(), event) {
+            // The job runs, but its output cannot be relayed: say so rather than lose it
+            // silently. Dropping the read end gives the job EPIPE on its next write.
+            self.logger.error(&format!(
+                "cannot watch the output of job {} (epoll_ctl): {error}",
+                self.specs[job].name
+            ));
+            return;
+        }
+        self.streams[slot] = Some(Stream { job, fd, relay });
+    }
+
+    fn on_signals(&mut self) {
+        let mut reap = false;
+        loop {
+            match self.signals.read_signal() {
+                Ok(Some(info)) => {
+                    let signo = info.ssi_signo as i32;
+                    match signals::disposition(signo) {
+                        Disposition::Reap => reap = true,
+                        Disposition::Shutdown => {
+                            let actions = self
+                                .machine
+                                .handle(Event::ShutdownSignal { signal: signo }, Instant::now());
+                            self.execute(actions);
+                        }
+                        Disposition::Forward => {
+                            let actions = self
+                                .machine
+                                .handle(Event::ForwardSignal { signal: signo }, Instant::now());
+                            self.execute(actions);
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(Errno::EINTR) => continue,
+                Err(error) => {
+                    self.logger
+                        .error(&format!("cannot read the signalfd: {error}"));
+                    break;
+                }
+            }
+        }
+        if reap {
+            self.reap();
+        }
+    }
+
+    fn reap(&mut self) {
+        let reaped = reaper::reap_exited();
+        for (pid, how) in reaped {
+            let job = self.leaders.remove(&pid);
+            let group_alive = job.is_some() && reaper::group_alive(pid);
+            if let Some(job) = job {
+                // The job's last lines precede its exit record.
+                self.drain_job_streams(job, !group_alive);
+                if !group_alive {
+                    reaper::forget_group(pid);
+                }
+            }
+            let actions = self.machine.handle(
+                Event::Reaped {
+                    pid,
+                    how,
+                    group_alive,
+                },
+                Instant::now(),
+            );
+            self.execute(actions);
+        }
+    }
+
+    /// Jobs whose leader exited while group members lived on: are the members gone now?
+    fn probe_groups(&mut self) {
+        for (job, pgid) in self.machine.draining_groups() {
+            if !reaper::group_alive(pgid) {
+                reaper::forget_group(pgid);
+                self.drain_job_streams(job, true);
+                let actions = self
+                    .machine
+                    .handle(Event::GroupGone { job }, Instant::now());
+                self.execute(actions);
+            }
+        }
+    }
+
+    /// One read of every ready pipe (fairness: a flooding job cannot starve the others).
+    fn read_pipes(&mut self) {
+        if self.throttled {
+            return;
+        }
+        let mut ready = [EpollEvent::empty(); 32];
+        let n = match self.pipes.wait(&mut ready, EpollTimeout::ZERO) {
+            Ok(n) => n,
+            Err(_) => return,
+        };
+        let now = unix_now();
+        for event in &ready[..n] {
+            let slot = event.data() as usize;
+            self.read_stream(slot, now);
+        }
+        self.flush_batch();
+    }
+
+    /// One read of one stream; closes it at end of file or on error.
+    fn read_stream(&mut self, slot: usize, now: u64) -> ReadOutcome {
+        if self.scratch.len() < READ_CHUNK {
+            self.scratch.resize(READ_CHUNK, 0);
+        }
+        let Some(stream) = self.streams.get_mut(slot).and_then(Option::as_mut) else {
+            return ReadOutcome::Eof;
+        };
+        let outcome =
+            match stream
+                .relay
+                .read_from(stream.fd.as_fd(), &mut self.scratch, &mut self.batch, now)
+            {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    let name = &self.specs[stream.job].name;
+                    self.logger
+                        .error(&format!("cannot read the output of job {name}: {error}"));
+                    stream.relay.finish(&mut self.batch, now);
+                    ReadOutcome::Eof
+                }
+            };
+        if outcome == ReadOutcome::Eof {
+            self.close_stream(slot);
+        }
+        if self.batch.len() >= BATCH_SIZE {
+            self.flush_batch();
+        }
+        outcome
+    }
+
+    /// Reads what a job's pipes hold right now; with `close`, also closes them (the job's
+    /// processes are gone, so nothing more of the job's own can come).
+    fn drain_job_streams(&mut self, job: JobId, close: bool) {
+        let now = unix_now();
+        let slots: Vec<usize> = (0..self.streams.len())
+            .filter(|&s| matches!(&self.streams[s], Some(stream) if stream.job == job))
+            .collect();
+        for slot in slots {
+            // Bounded: a pipe holds at most its capacity, and the writers are gone (or
+            // escaped the group, and their later output is not the job's to wait for).
+            for _ in 0..64 {
+                if self.read_stream(slot, now) != ReadOutcome::Data {
+                    break;
+                }
+            }
+            if close && let Some(stream) = self.streams[slot].as_mut() {
+                stream.relay.finish(&mut self.batch, now);
+                self.close_stream(slot);
+            }
+        }
+        self.flush_batch();
+    }
+
+    fn close_stream(&mut self, slot: usize) {
+        if let Some(stream) = self.streams[slot].take() {
+            let _ = self.pipes.delete(stream.fd.as_fd());
+        }
+    }
+
+    fn close_all_streams(&mut self) {
+        let jobs: Vec<JobId> = self.streams.iter().flatten().map(|s| s.job).collect();
+        for job in jobs {
+            self.drain_job_streams(job, true);
+        }
+    }
+
+    fn flush_batch(&mut self) {
+        if !self.batch.is_empty() {
+            self.output.send(std::mem::take(&mut self.batch));
+        }
+        if !self.output.has_room() && !self.throttled {
+            // Backpressure: stop reading job pipes until the writer catches up.
+            if self.epoll.delete(self.pipes.0.as_fd()).is_ok() {
+                self.throttled = true;
+            }
+        }
+    }
+
+    fn on_output_room(&mut self) {
+        self.output.clear_wake();
+        if self.throttled && self.output.has_room() {
+            let event = EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_PIPES);
+            if self.epoll.add(self.pipes.0.as_fd(), event).is_ok() {
+                self.throttled = false;
+            }
+        }
+    }
+
+    fn on_vault(&mut self) {
+        let messages = match &self.vault {
+            Some((inbox, _)) => inbox.drain(),
+            None => return,
+        };
+        for message in messages {
+            let event = match message {
+                VaultEvent::Expiring(what) => Event::Fatal {
+                    reason: format!("{what} is about to expire (on-lease-expiry: exit); stopping"),
+                },
+                VaultEvent::Fatal(reason) => Event::Fatal { reason },
+                refreshed @ VaultEvent::Refreshed { .. } => {
+                    let Some((_, rebuild)) = self.vault.as_mut() else {
+                        return;
+                    };
+                    match rebuild(refreshed) {
+                        Ok(Some(env)) => {
+                            self.env = env;
+                            Event::RollingRestart
+                        }
+                        Ok(None) => continue,
+                        Err(reason) => Event::Fatal { reason },
+                    }
+                }
+            };
+            let actions = self.machine.handle(event, Instant::now());
+            self.execute(actions);
+        }
+    }
+
+    /// The loop itself failed: kill every job's group at once and wait for them, so that no
+    /// job outlives us, then exit 1.
+    fn emergency_stop(&mut self, reason: &str) {
+        self.logger
+            .error(&format!("{reason}; killing every job and exiting"));
+        for pgid in self.machine.live_groups() {
+            let _ = reaper::signal_group(pgid, libc::SIGKILL);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.leaders.is_empty() && Instant::now() < deadline {
+            for (pid, _) in reaper::reap_exited() {
+                self.leaders.remove(&pid);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.status = Some(1);
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,71 @@
+//! The process-wide set-up a supervisor needs before anything else runs, one small function
+//! per step, each failure named (after tini): block the handled signals so they arrive only
+//! through the signalfd, ignore the few simplevisor never wants, and become a subreaper when
+//! not PID 1 so orphans are re-parented to us either way.
+
+use nix::sys::signal::SigSet;
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use crate::signals;
+
+/// The blocked signal set as nix wants it.
+fn handled_set() -> SigSet {
+    // SAFETY: sigemptyset/sigaddset on a local sigset_t.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for signo in signals::handled() {
+            libc::sigaddset(&mut set, signo);
+        }
+        SigSet::from_sigset_t_unchecked(set)
+    }
+}
+
+/// Blocks every handled signal in this thread, so that threads started later inherit the mask
+/// and none of them takes a signal's default action (DESIGN trap 2).
+pub fn block_handled_signals() -> Result<(), String> {
+    handled_set()
+        .thread_block()
+        .map_err(|e| format!("cannot block signals (pthread_sigmask): {e}"))
+}
+
+/// `PIPE`, `TTIN` and `TTOU` are ignored by simplevisor itself (jobs get the default back).
+pub fn ignore_signals() -> Result<(), String> {
+    for signo in signals::IGNORED {
+        // SAFETY: installing SIG_IGN has no handler code to run.
+        if unsafe { libc::signal(signo, libc::SIG_IGN) } == libc::SIG_ERR {
+            return Err(format!(
+                "cannot ignore SIG{}: {}",
+                signals::name_of(signo),
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The signalfd through which every handled signal is read.
+pub fn signal_fd() -> Result<SignalFd, String> {
+    SignalFd::with_flags(
+        &handled_set(),
+        SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
+    )
+    .map_err(|e| format!("cannot create signalfd: {e}"))
+}
+
+/// Whether we are PID 1 (of this PID namespace).
+pub fn is_pid1() -> bool {
+    std::process::id() == 1
+}
+
+/// Not PID 1: orphans of our jobs would go to the real init; ask for them instead.
+pub fn become_subreaper() -> Result<(), String> {
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(format!(
+            "cannot become a child subreaper (prctl PR_SET_CHILD_SUBREAPER): {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}

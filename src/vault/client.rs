@@ -1,0 +1,368 @@
+//! The HTTP side of Vault: one reused `ureq` agent, the address, TLS trust (`VAULT_CACERT`,
+//! `VAULT_SKIP_VERIFY`), the `VAULT_NAMESPACE` header, a timeout on every request, and Vault's
+//! `{"errors": [...]}` bodies turned into [`RequestError`]s that never carry a secret.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use ureq::Agent;
+use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+
+use super::lease::retry_delay;
+
+/// The longest any single request may take; callers with a deadline pass less.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Vault's answers are small JSON objects; anything larger is not a Vault answer.
+const MAX_BODY: u64 = 1 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+    Put,
+}
+
+/// Why a request failed. The text comes from the transport or from Vault's `errors` list,
+/// which name paths and reasons, not values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestError {
+    /// No answer: connection refused, timeout, TLS failure, ...
+    Transport(String),
+    /// Vault answered with a non-2xx status.
+    Status { code: u16, errors: String },
+    /// A 2xx answer that is not the JSON we expect.
+    BadResponse(String),
+}
+
+impl RequestError {
+    /// Worth retrying: Vault may be starting, sealed, overloaded or briefly unreachable.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RequestError::Transport(_) => true,
+            RequestError::Status { code, .. } => *code >= 500 || *code == 429,
+            RequestError::BadResponse(_) => false,
+        }
+    }
+}
+
+impl fmt::Display for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestError::Transport(reason) => write!(f, "cannot reach Vault: {reason}"),
+            RequestError::Status { code, errors } if errors.is_empty() => {
+                write!(f, "Vault answered {code}")
+            }
+            RequestError::Status { code, errors } => write!(f, "Vault answered {code}: {errors}"),
+            RequestError::BadResponse(reason) => {
+                write!(f, "unexpected answer from Vault: {reason}")
+            }
+        }
+    }
+}
+
+/// A Vault endpoint: address, TLS trust and namespace. Cheap to clone (the agent is shared).
+#[derive(Clone)]
+pub struct Client {
+    agent: Agent,
+    /// `VAULT_ADDR` without a trailing `/`.
+    addr: String,
+    namespace: Option<String>,
+}
+
+/// The value of `name` in `env`; empty counts as unset, as in the Vault CLI.
+pub fn env_var<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    env.iter()
+        .rev()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str())
+        .filter(|value| !value.is_empty())
+}
+
+impl Client {
+    /// Builds the client from `VAULT_ADDR`, `VAULT_CACERT`, `VAULT_SKIP_VERIFY` and
+    /// `VAULT_NAMESPACE`. Errors are settings mistakes, found before any request.
+    pub fn from_env(env: &[(String, String)]) -> Result<Client, String> {
+        let addr = env_var(env, "VAULT_ADDR").ok_or("VAULT_ADDR is not set")?;
+        if !(addr.starts_with("http://") || addr.starts_with("https://")) {
+            return Err(format!(
+                "VAULT_ADDR must start with http:// or https:// (got {addr:?})"
+            ));
+        }
+        let skip_verify = match env_var(env, "VAULT_SKIP_VERIFY") {
+            None => false,
+            Some(value) => parse_bool(value).ok_or_else(|| {
+                format!("VAULT_SKIP_VERIFY must be true or false (got {value:?})")
+            })?,
+        };
+        let mut tls = TlsConfig::builder().disable_verification(skip_verify);
+        if let Some(path) = env_var(env, "VAULT_CACERT") {
+            tls = tls.root_certs(read_ca_file(path)?);
+        }
+        let config = Agent::config_builder()
+            .http_status_as_error(false)
+            .tls_config(tls.build())
+            .timeout_global(Some(REQUEST_TIMEOUT))
+            // Vault answers are a few KiB: small buffers keep the process small.
+            .input_buffer_size(16 * 1024)
+            .output_buffer_size(4 * 1024)
+            // Renewals are minutes apart and servers close idle connections anyway: keeping
+            // none saves memory (and every renewal's TLS handshake runs on the renewer's
+            // small stack, which the tests exercise).
+            .max_idle_connections(0)
+            .max_idle_connections_per_host(0)
+            .max_redirects(0)
+            .user_agent("simplevisor")
+            .build();
+        Ok(Client {
+            agent: Agent::new_with_config(config),
+            addr: addr.trim_end_matches('/').to_string(),
+            namespace: env_var(env, "VAULT_NAMESPACE").map(str::to_string),
+        })
+    }
+
+    /// `VAULT_ADDR` as given (without a trailing `/`).
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// One request to `/v1/<path>`, giving up after `timeout`. A 204 answer is `Value::Null`.
+    pub fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+        timeout: Duration,
+    ) -> Result<Value, RequestError> {
+        let url = format!("{}/v1/{}", self.addr, path);
+        let timeout = Some(timeout.min(REQUEST_TIMEOUT));
+        let mut headers: Vec<(&str, &str)> = Vec::with_capacity(2);
+        if let Some(token) = token {
+            headers.push(("X-Vault-Token", token));
+        }
+        if let Some(namespace) = &self.namespace {
+            headers.push(("X-Vault-Namespace", namespace));
+        }
+        let result = match method {
+            Method::Get => {
+                let mut request = self.agent.get(&url);
+                for (name, value) in &headers {
+                    request = request.header(*name, *value);
+                }
+                request.config().timeout_global(timeout).build().call()
+            }
+            Method::Post | Method::Put => {
+                let mut request = if method == Method::Post {
+                    self.agent.post(&url)
+                } else {
+                    self.agent.put(&url)
+                };
+                for (name, value) in &headers {
+                    request = request.header(*name, *value);
+                }
+                let body = body.map_or_else(|| "{}".to_string(), Value::to_string);
+                request
+                    .content_type("application/json")
+                    .config()
+                    .timeout_global(timeout)
+                    .build()
+                    .send(body)
+            }
+        };
+        let mut response = result.map_err(|e| RequestError::Transport(e.to_string()))?;
+        let code = response.status().as_u16();
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_BODY)
+            .read_to_string()
+            .map_err(|e| RequestError::Transport(e.to_string()))?;
+        if (200..300).contains(&code) {
+            if text.trim().is_empty() {
+                return Ok(Value::Null);
+            }
+            return serde_json::from_str(&text)
+                .map_err(|_| RequestError::BadResponse(format!("{path}: not JSON")));
+        }
+        Err(RequestError::Status {
+            code,
+            errors: error_list(&text),
+        })
+    }
+}
+
+/// Vault's `{"errors": ["..."]}` joined with `; `; empty when the body has none.
+fn error_list(body: &str) -> String {
+    let Ok(value) = serde_json::from_str::<Value>(body) else {
+        return String::new();
+    };
+    let Some(errors) = value.get("errors").and_then(Value::as_array) else {
+        return String::new();
+    };
+    errors
+        .iter()
+        .filter_map(Value::as_str)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Go's `strconv.ParseBool`, which the Vault CLI uses for `VAULT_SKIP_VERIFY`.
+fn parse_bool(value: &str) -> Option<bool> {
+    match value {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// Every certificate of the PEM file `path`: only these are trusted, as with the Vault CLI.
+fn read_ca_file(path: &str) -> Result<RootCerts, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("VAULT_CACERT {path}: {e}"))?;
+    let mut certs: Vec<Certificate<'static>> = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item {
+            Ok(PemItem::Certificate(cert)) => certs.push(cert),
+            Ok(_) => {}
+            Err(e) => return Err(format!("VAULT_CACERT {path}: {e}")),
+        }
+    }
+    if certs.is_empty() {
+        return Err(format!(
+            "VAULT_CACERT {path}: no PEM certificate in the file"
+        ));
+    }
+    Ok(RootCerts::Specific(Arc::new(certs)))
+}
+
+/// Runs `attempt` (given its request timeout) until it succeeds, fails for good, or
+/// `deadline` passes: transient failures are retried after 0.25 s, 0.5 s, ... up to 5 s.
+pub fn retrying<T>(
+    deadline: Instant,
+    mut attempt: impl FnMut(Duration) -> Result<T, RequestError>,
+) -> Result<T, RequestError> {
+    let mut failures = 0;
+    loop {
+        // Even past the deadline one attempt is made, with a short timeout.
+        let timeout = time_left(deadline).max(Duration::from_secs(1));
+        match attempt(timeout) {
+            Err(error) if error.is_transient() => {
+                failures += 1;
+                let delay =
+                    retry_delay(failures, Duration::from_millis(250), Duration::from_secs(5));
+                if Instant::now() + delay >= deadline {
+                    return Err(error);
+                }
+                std::thread::sleep(delay);
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Time left until `deadline`, as a request timeout; zero when it has passed.
+pub fn time_left(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn missing_or_malformed_address_is_a_settings_error() {
+        let err = Client::from_env(&env(&[])).err().unwrap();
+        assert_eq!(err, "VAULT_ADDR is not set");
+        let err = Client::from_env(&env(&[("VAULT_ADDR", "")])).err().unwrap();
+        assert_eq!(err, "VAULT_ADDR is not set");
+        let err = Client::from_env(&env(&[("VAULT_ADDR", "vault:8200")]))
+            .err()
+            .unwrap();
+        assert!(err.contains("http://"), "{err}");
+    }
+
+    #[test]
+    fn skip_verify_accepts_go_booleans_only() {
+        for ok in ["1", "true", "T", "0", "False"] {
+            let settings = env(&[("VAULT_ADDR", "https://x"), ("VAULT_SKIP_VERIFY", ok)]);
+            assert!(Client::from_env(&settings).is_ok(), "{ok}");
+        }
+        let settings = env(&[("VAULT_ADDR", "https://x"), ("VAULT_SKIP_VERIFY", "yes")]);
+        assert!(
+            Client::from_env(&settings)
+                .err()
+                .unwrap()
+                .contains("VAULT_SKIP_VERIFY")
+        );
+    }
+
+    #[test]
+    fn unreadable_or_empty_ca_file_is_a_settings_error() {
+        let settings = env(&[
+            ("VAULT_ADDR", "https://x"),
+            ("VAULT_CACERT", "/nonexistent/ca.pem"),
+        ]);
+        let err = Client::from_env(&settings).err().unwrap();
+        assert!(err.starts_with("VAULT_CACERT /nonexistent/ca.pem"), "{err}");
+        let settings = env(&[("VAULT_ADDR", "https://x"), ("VAULT_CACERT", "/dev/null")]);
+        let err = Client::from_env(&settings).err().unwrap();
+        assert!(err.contains("no PEM certificate"), "{err}");
+    }
+
+    #[test]
+    fn trailing_slash_of_the_address_is_dropped() {
+        let client = Client::from_env(&env(&[("VAULT_ADDR", "http://127.0.0.1:8200/")])).unwrap();
+        assert_eq!(client.addr(), "http://127.0.0.1:8200");
+    }
+
+    #[test]
+    fn error_bodies_are_read_and_statuses_classified() {
+        assert_eq!(
+            error_list(r#"{"errors":["permission denied","x"]}"#),
+            "permission denied; x"
+        );
+        assert_eq!(error_list(r#"{"errors":[]}"#), "");
+        assert_eq!(error_list("<html>"), "");
+        let status = |code| RequestError::Status {
+            code,
+            errors: String::new(),
+        };
+        assert!(status(503).is_transient());
+        assert!(status(429).is_transient());
+        assert!(!status(403).is_transient());
+        assert!(!status(404).is_transient());
+        assert!(RequestError::Transport("refused".into()).is_transient());
+        assert_eq!(status(404).to_string(), "Vault answered 404");
+    }
+
+    #[test]
+    fn unreachable_vault_is_a_transport_error() {
+        // A port nothing listens on: bind, note it, close it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let client =
+            Client::from_env(&env(&[("VAULT_ADDR", &format!("http://127.0.0.1:{port}"))])).unwrap();
+        let err = client
+            .request(
+                Method::Get,
+                "sys/health",
+                None,
+                None,
+                Duration::from_secs(2),
+            )
+            .unwrap_err();
+        assert!(err.is_transient(), "{err}");
+    }
+}

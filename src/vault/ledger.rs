@@ -1,0 +1,159 @@
+//! What simplevisor holds from Vault and must give back: the current token (and whether we
+//! created it), every lease acquired, and superseded ones after a refresh. Shared between the
+//! renewer thread, which records, and [`Session::stop`](super::Session::stop), which revokes
+//! within the exit deadline even if the renewer is stuck in a request.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::Log;
+use super::client::{Client, Method, REQUEST_TIMEOUT, time_left};
+use super::login::revoke_self;
+
+/// One lease to revoke on exit.
+#[derive(Debug, Clone)]
+pub struct HeldLease {
+    pub id: String,
+    pub label: String,
+    /// For a lease superseded by a refresh: when it expires anyway (no point revoking after).
+    pub retired_until: Option<Instant>,
+}
+
+/// One token of ours to revoke on exit.
+#[derive(Debug, Clone)]
+pub struct HeldToken {
+    pub value: String,
+    /// Whether simplevisor created it (AppRole login); only those are revoked.
+    pub own: bool,
+    pub retired_until: Option<Instant>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    /// The current token first, then superseded ones.
+    pub tokens: Vec<HeldToken>,
+    pub leases: Vec<HeldLease>,
+    /// Set by `Session::stop` before it revokes: whatever the renewer acquires afterwards
+    /// (a refresh still in flight) it must give back itself.
+    pub stopping: bool,
+}
+
+impl Ledger {
+    /// The token in use now.
+    pub fn current_token(&self) -> &str {
+        self.tokens.first().map_or("", |token| token.value.as_str())
+    }
+
+    /// Makes `token` the current one; the previous one is kept for revocation until `until`.
+    pub fn replace_token(&mut self, token: HeldToken, previous_until: Option<Instant>) {
+        if let Some(previous) = self.tokens.first_mut() {
+            previous.retired_until = previous_until;
+        }
+        self.tokens.insert(0, token);
+    }
+
+    /// Marks every current lease as superseded, expiring at the given moments (by id).
+    pub fn retire_leases(&mut self, expiry: impl Fn(&str) -> Option<Instant>) {
+        for lease in self.leases.iter_mut().filter(|l| l.retired_until.is_none()) {
+            lease.retired_until = Some(expiry(&lease.id).unwrap_or_else(Instant::now));
+        }
+    }
+}
+
+/// Whether something retired until `until` is still alive at `now` (and so worth revoking).
+fn alive(until: Option<Instant>, now: Instant) -> bool {
+    until.is_none_or(|until| until > now)
+}
+
+/// Revokes every live lease, then every live token of ours, stopping at `deadline`. Each
+/// outcome is logged by label, never by id or value.
+pub fn revoke_all(client: &Client, ledger: &Ledger, deadline: Instant, log: &dyn Log) {
+    let now = Instant::now();
+    let token = ledger.current_token();
+    let mut revoked = 0;
+    for lease in ledger.leases.iter().filter(|l| alive(l.retired_until, now)) {
+        let timeout = time_left(deadline).min(REQUEST_TIMEOUT);
+        if timeout < Duration::from_millis(10) {
+            log.error("vault: stop deadline reached before every lease was revoked");
+            return;
+        }
+        let body = json!({ "lease_id": lease.id });
+        match client.request(
+            Method::Put,
+            "sys/leases/revoke",
+            Some(token),
+            Some(&body),
+            timeout,
+        ) {
+            Ok(_) => revoked += 1,
+            Err(e) => log.error(&format!(
+                "vault: revoking the lease of {} failed: {e}",
+                lease.label
+            )),
+        }
+    }
+    if revoked > 0 {
+        log.info(&format!("vault: revoked {revoked} lease(s)"));
+    }
+    for held in ledger
+        .tokens
+        .iter()
+        .filter(|t| t.own && alive(t.retired_until, now))
+    {
+        let timeout = time_left(deadline).min(REQUEST_TIMEOUT);
+        if timeout < Duration::from_millis(10) {
+            log.error("vault: stop deadline reached before the token was revoked");
+            return;
+        }
+        match revoke_self(client, &held.value, timeout) {
+            Ok(()) => log.info("vault: revoked the token simplevisor logged in with"),
+            Err(e) => log.error(&format!("vault: revoking the token failed: {e}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(value: &str) -> HeldToken {
+        HeldToken {
+            value: value.into(),
+            own: true,
+            retired_until: None,
+        }
+    }
+
+    #[test]
+    fn a_new_token_becomes_current_and_the_old_one_is_retired() {
+        let mut ledger = Ledger {
+            tokens: vec![token("a")],
+            leases: vec![],
+            stopping: false,
+        };
+        let until = Instant::now() + Duration::from_secs(5);
+        ledger.replace_token(token("b"), Some(until));
+        assert_eq!(ledger.current_token(), "b");
+        assert_eq!(ledger.tokens[1].retired_until, Some(until));
+    }
+
+    #[test]
+    fn retired_leases_are_revoked_only_while_alive() {
+        let now = Instant::now();
+        assert!(alive(None, now));
+        assert!(alive(Some(now + Duration::from_secs(1)), now));
+        assert!(!alive(Some(now), now));
+        let mut ledger = Ledger {
+            tokens: vec![],
+            leases: vec![HeldLease {
+                id: "x".into(),
+                label: "db:x".into(),
+                retired_until: None,
+            }],
+            stopping: false,
+        };
+        ledger.retire_leases(|_| Some(now));
+        assert_eq!(ledger.leases[0].retired_until, Some(now));
+    }
+}

@@ -1,0 +1,57 @@
+//! Test fixtures with real components: an OpenBao dev server (plain HTTP or `-dev-tls`), a
+//! throwaway PostgreSQL, and a small HTTP front that forwards to OpenBao, answers only the
+//! AWS secrets engine OpenBao lacks, and can play a broken Vault (503) while counting requests.
+//!
+//! Shared by the in-crate tests (`src/vault/tests.rs`) and `tests/vault.rs`. Every process
+//! started here is stopped by its pid when its fixture is dropped.
+#![allow(dead_code)]
+
+pub mod bao;
+pub mod front;
+pub mod postgres;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Why a fixture cannot run here. With `CI=true` a missing prerequisite is a failure.
+pub fn skip(reason: &str) {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("test prerequisite missing (CI=true): {reason}");
+    }
+    eprintln!("SKIPPED: {reason} (run scripts/setup)");
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("no free port on 127.0.0.1")
+}
+
+/// A directory removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> TempDir {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "sv-{prefix}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("cannot create a temporary directory");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
