@@ -112,12 +112,7 @@ impl UserDb {
             ));
         }
         let user = match user_part.parse::<u32>() {
-            Ok(uid) => self
-                .users
-                .iter()
-                .find(|u| u.uid == uid)
-                .cloned()
-                .map_or(Err(uid), Ok),
+            Ok(uid) => self.users.iter().find(|u| u.uid == uid).cloned().ok_or(uid),
             Err(_) => match self.users.iter().find(|u| u.name == user_part) {
                 Some(u) => Ok(u.clone()),
                 None => {
@@ -145,7 +140,7 @@ impl UserDb {
             Ok(entry) => {
                 let mut groups = vec![gid];
                 for grp in &self.groups {
-                    if grp.members.iter().any(|m| *m == entry.name) && !groups.contains(&grp.gid) {
+                    if grp.members.contains(&entry.name) && !groups.contains(&grp.gid) {
                         groups.push(grp.gid);
                     }
                 }

@@ -249,7 +249,7 @@ fn child_setup(
             libc::SYS_close_range,
             3u32,
             u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC as u32,
+            libc::CLOSE_RANGE_CLOEXEC,
         ) != 0
         {
             for fd in 3..4096 {

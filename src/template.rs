@@ -43,10 +43,8 @@ fn check_blocks(source: &str) -> Result<(), String> {
                     );
                 }
             },
-            "end" => {
-                if open.pop().is_none() {
-                    return Err("unexpected {{end}}: no block is open".into());
-                }
+            "end" if open.pop().is_none() => {
+                return Err("unexpected {{end}}: no block is open".into());
             }
             _ => {}
         }

@@ -88,6 +88,7 @@ struct Batch {
 /// Where records go: fd 1 or 2 of the process (never closed), or a descriptor of a test.
 enum Sink {
     Process(RawFd),
+    #[cfg(test)]
     Owned(OwnedFd),
 }
 
@@ -95,6 +96,7 @@ impl Sink {
     fn raw(&self) -> RawFd {
         match self {
             Sink::Process(fd) => *fd,
+            #[cfg(test)]
             Sink::Owned(fd) => fd.as_raw_fd(),
         }
     }
@@ -131,6 +133,7 @@ impl Output {
     }
 
     /// Starts the writer on `stdout`, reporting a failure of it on `stderr` (for tests).
+    #[cfg(test)]
     pub fn start_on(stdout: OwnedFd, stderr: OwnedFd) -> std::io::Result<(Output, Logger)> {
         Output::start_on_sinks(Sink::Owned(stdout), Sink::Owned(stderr))
     }
@@ -181,6 +184,7 @@ impl Output {
 
     /// Queues a batch of encoded job records; never blocks (the bound may be exceeded by this
     /// one batch, which is why callers check `has_room` before reading more).
+    #[cfg(test)]
     pub fn send(&self, batch: Vec<u8>) {
         if batch.is_empty() {
             return;

@@ -402,9 +402,7 @@ impl<'a> EventLoop<'a> {
     }
 
     fn flush_batch(&mut self) {
-        if !self.batch.is_empty() {
-            self.output.send(std::mem::take(&mut self.batch));
-        }
+        self.output.send_reusing(&mut self.batch);
         if !self.output.has_room() && !self.throttled {
             // Backpressure: stop reading job pipes until the writer catches up.
             if self.epoll.delete(self.pipes.0.as_fd()).is_ok() {

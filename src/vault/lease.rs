@@ -110,10 +110,6 @@ impl Tracked {
         self.next_attempt = now + delay;
         delay
     }
-
-    pub fn granted(&self) -> Duration {
-        self.granted
-    }
 }
 
 /// The wait before the `attempt`-th retry (1-based): `initial × 2^(attempt−1)`, at most `max`.
