@@ -13,7 +13,6 @@ use crate::config::LogFormat;
 /// raw line bytes without the line ending (invalid UTF-8 becomes U+FFFD). With
 /// `LogFormat::Json`, a message that trimmed is a JSON object of at most 64 KiB is embedded as
 /// the object.
-#[cfg(test)]
 pub fn record(
     out: &mut Vec<u8>,
     process: &str,

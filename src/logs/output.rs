@@ -16,10 +16,10 @@ use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use super::INTERNAL;
-use super::encode::RecordPrefix;
+use super::encode;
 use crate::config::LogFormat;
 
 /// Job records queued or being written above which [`Output::has_room`] says no.
@@ -29,11 +29,6 @@ pub const LOW_WATER: usize = 256 << 10;
 /// The most bytes of internal records the queue holds at once.
 pub const INTERNAL_LIMIT: usize = 1 << 20;
 
-/// Written buffers kept for reuse by [`Output::send_reusing`], and the largest one kept.
-const SPARE_BUFFERS: usize = 4;
-const SPARE_MAX_CAPACITY: usize = 256 << 10;
-/// Spare buffers are freed after this long without output, so an idle supervisor stays small.
-const IDLE_TRIM: Duration = Duration::from_secs(2);
 /// The writer only moves buffers and calls `write(2)`.
 const WRITER_STACK: usize = 64 << 10;
 
@@ -57,7 +52,6 @@ struct Shared {
     wake: OwnedFd,
     stdout: Sink,
     stderr: Sink,
-    internal_prefix: RecordPrefix,
 }
 
 #[derive(Default)]
@@ -77,7 +71,6 @@ struct State {
     stopped: bool,
     /// A write to stdout failed; everything is discarded from then on.
     broken: bool,
-    spare: Vec<Vec<u8>>,
 }
 
 struct Batch {
@@ -85,27 +78,22 @@ struct Batch {
     internal: bool,
 }
 
-/// Where records go: fd 1 or 2 of the process (never closed), or a descriptor of a test.
-enum Sink {
-    Process(RawFd),
-    #[cfg(test)]
-    Owned(OwnedFd),
+/// Where records go: fd 1 or 2 of the process (never closed by us), or a test's pipe.
+struct Sink {
+    fd: RawFd,
+    _owned: Option<OwnedFd>,
 }
 
 impl Sink {
-    fn raw(&self) -> RawFd {
-        match self {
-            Sink::Process(fd) => *fd,
-            #[cfg(test)]
-            Sink::Owned(fd) => fd.as_raw_fd(),
-        }
+    fn process(fd: RawFd) -> Sink {
+        Sink { fd, _owned: None }
     }
 
     /// Blocking `write_all`; a slow reader is backpressure, not an error.
     fn write_all(&self, mut bytes: &[u8]) -> std::io::Result<()> {
         while !bytes.is_empty() {
             // SAFETY: `bytes` is a valid buffer of `bytes.len()` bytes.
-            let written = unsafe { libc::write(self.raw(), bytes.as_ptr().cast(), bytes.len()) };
+            let written = unsafe { libc::write(self.fd, bytes.as_ptr().cast(), bytes.len()) };
             if written < 0 {
                 let error = std::io::Error::last_os_error();
                 if error.kind() == std::io::ErrorKind::Interrupted {
@@ -127,15 +115,19 @@ impl Output {
     /// the mask).
     pub fn start() -> std::io::Result<(Output, Logger)> {
         Output::start_on_sinks(
-            Sink::Process(libc::STDOUT_FILENO),
-            Sink::Process(libc::STDERR_FILENO),
+            Sink::process(libc::STDOUT_FILENO),
+            Sink::process(libc::STDERR_FILENO),
         )
     }
 
-    /// Starts the writer on `stdout`, reporting a failure of it on `stderr` (for tests).
+    /// Starts the writer on `stdout`, reporting a failure of it on `stderr`.
     #[cfg(test)]
     pub fn start_on(stdout: OwnedFd, stderr: OwnedFd) -> std::io::Result<(Output, Logger)> {
-        Output::start_on_sinks(Sink::Owned(stdout), Sink::Owned(stderr))
+        let sink = |fd: OwnedFd| Sink {
+            fd: fd.as_raw_fd(),
+            _owned: Some(fd),
+        };
+        Output::start_on_sinks(sink(stdout), sink(stderr))
     }
 
     fn start_on_sinks(stdout: Sink, stderr: Sink) -> std::io::Result<(Output, Logger)> {
@@ -152,7 +144,6 @@ impl Output {
             wake,
             stdout,
             stderr,
-            internal_prefix: RecordPrefix::new(INTERNAL),
         });
         let writer_shared = Arc::clone(&shared);
         let writer = std::thread::Builder::new()
@@ -184,7 +175,6 @@ impl Output {
 
     /// Queues a batch of encoded job records; never blocks (the bound may be exceeded by this
     /// one batch, which is why callers check `has_room` before reading more).
-    #[cfg(test)]
     pub fn send(&self, batch: Vec<u8>) {
         if batch.is_empty() {
             return;
@@ -193,24 +183,6 @@ impl Output {
         state.job_bytes += batch.len();
         state.queue.push_back(Batch {
             bytes: batch,
-            internal: false,
-        });
-        drop(state);
-        self.shared.work.notify_one();
-    }
-
-    /// Like [`Output::send`], but leaves `batch` empty and holding an already allocated buffer
-    /// that the writer finished with, so steady output allocates nothing.
-    pub fn send_reusing(&self, batch: &mut Vec<u8>) {
-        if batch.is_empty() {
-            return;
-        }
-        let mut state = self.shared.lock();
-        let spare = state.spare.pop().unwrap_or_default();
-        let bytes = std::mem::replace(batch, spare);
-        state.job_bytes += bytes.len();
-        state.queue.push_back(Batch {
-            bytes,
             internal: false,
         });
         drop(state);
@@ -289,8 +261,9 @@ impl Shared {
 
     fn internal_record(&self, stream: u8, message: &str) -> Vec<u8> {
         let mut record = Vec::with_capacity(message.len() + 64);
-        self.internal_prefix.record(
+        encode::record(
             &mut record,
+            INTERNAL,
             unix_time(),
             stream,
             message.as_bytes(),
@@ -365,21 +338,10 @@ fn write_loop(shared: &Shared) {
                     state.stopped = true;
                     return;
                 }
-                if state.spare.is_empty() {
-                    state = shared
-                        .work
-                        .wait(state)
-                        .unwrap_or_else(|poisoned| poisoned.into_inner());
-                } else {
-                    let (guard, timeout) = shared
-                        .work
-                        .wait_timeout(state, IDLE_TRIM)
-                        .unwrap_or_else(|poisoned| poisoned.into_inner());
-                    state = guard;
-                    if timeout.timed_out() && state.queue.is_empty() {
-                        state.spare = Vec::new();
-                    }
-                }
+                state = shared
+                    .work
+                    .wait(state)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
             }
         };
 
@@ -405,11 +367,6 @@ fn write_loop(shared: &Shared) {
                 state.want_wake = false;
                 shared.wake();
             }
-            let mut buffer = batch.bytes;
-            if state.spare.len() < SPARE_BUFFERS && buffer.capacity() <= SPARE_MAX_CAPACITY {
-                buffer.clear();
-                state.spare.push(buffer);
-            }
         }
     }
 }
@@ -419,6 +376,7 @@ mod tests {
     use std::io::Read;
     use std::os::fd::OwnedFd;
     use std::thread;
+    use std::time::Duration;
 
     use super::*;
 
@@ -476,9 +434,7 @@ mod tests {
         let (output, logger) = Output::start_on(stdout, stderr).unwrap();
         output.send(job_record(1));
         logger.info("started");
-        let mut batch = job_record(2);
-        output.send_reusing(&mut batch);
-        assert!(batch.is_empty());
+        output.send(job_record(2));
         logger.error("failed \"x\"");
         output.send(Vec::new());
         output.finish();

@@ -238,7 +238,7 @@ mod tests {
             }
             let outcome = relay.read_from(job_output.as_fd(), &mut scratch, &mut batch, 0);
             most_queued = most_queued.max(output.shared_job_bytes());
-            output.send_reusing(&mut batch);
+            output.send(std::mem::take(&mut batch));
             match outcome.unwrap() {
                 ReadOutcome::Eof => break,
                 ReadOutcome::WouldBlock => thread::sleep(Duration::from_micros(100)),

@@ -402,7 +402,9 @@ impl<'a> EventLoop<'a> {
     }
 
     fn flush_batch(&mut self) {
-        self.output.send_reusing(&mut self.batch);
+        if !self.batch.is_empty() {
+            self.output.send(std::mem::take(&mut self.batch));
+        }
         if !self.output.has_room() && !self.throttled {
             // Backpressure: stop reading job pipes until the writer catches up.
             if self.epoll.delete(self.pipes.0.as_fd()).is_ok() {
