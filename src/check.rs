@@ -40,31 +40,36 @@ pub fn run(options: &Options) -> u8 {
             return 2;
         }
     };
-    let process_env: Vec<(String, String)> = std::env::vars_os()
-        .map(|(k, v)| {
-            (
-                k.to_string_lossy().into_owned(),
-                v.to_string_lossy().into_owned(),
-            )
-        })
-        .collect();
-    match environment::plan(&config.env, &process_env, options.no_vault) {
+    let process_env = environment::process_environment();
+    match plan_environment(&config, &process_env, options.no_vault) {
         Ok(plan) => {
             print!("{}", summary(&config, &plan, options.no_vault));
             0
         }
-        Err(problems) => {
-            eprintln!(
-                "simplevisor: {}: {} problem(s) found in the environment:",
-                config.source.display(),
-                problems.len()
-            );
-            for problem in problems {
-                eprintln!("  {problem}");
-            }
+        Err(message) => {
+            eprintln!("{message}");
             2
         }
     }
+}
+
+/// The environment plan exactly as `check` makes it; the error is the complete message.
+pub fn plan_environment(
+    config: &Config,
+    process_env: &[(String, String)],
+    no_vault: bool,
+) -> Result<EnvPlan, String> {
+    environment::plan(&config.env, process_env, no_vault).map_err(|problems| {
+        let mut message = format!(
+            "simplevisor: {}: {} problem(s) found in the environment:",
+            config.source.display(),
+            problems.len()
+        );
+        for problem in problems {
+            let _ = write!(message, "\n  {problem}");
+        }
+        message
+    })
 }
 
 fn summary(config: &Config, plan: &EnvPlan, no_vault: bool) -> String {

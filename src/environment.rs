@@ -186,6 +186,18 @@ pub fn build(
     Ok(env)
 }
 
+/// simplevisor's own environment as text; a variable that is not UTF-8 is passed on lossily.
+pub fn process_environment() -> Vec<(String, String)> {
+    std::env::vars_os()
+        .map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        })
+        .collect()
+}
+
 /// The environment of a job with `run-as`: `HOME`, `USER` and `LOGNAME` are the target user's.
 pub fn with_identity(env: &[(String, String)], user: &str, home: &str) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = env

@@ -38,7 +38,7 @@ pub fn run(options: &Options) -> u8 {
         eprintln!("simplevisor: internal error: {info}; killing every job");
         reaper::kill_tracked_groups();
     }));
-    let process_env = process_environment();
+    let process_env = environment::process_environment();
     let config = match crate::check::load_config(options) {
         Ok(config) => config,
         Err(message) => {
@@ -46,17 +46,10 @@ pub fn run(options: &Options) -> u8 {
             return 2;
         }
     };
-    let plan = match environment::plan(&config.env, &process_env, options.no_vault) {
+    let plan = match crate::check::plan_environment(&config, &process_env, options.no_vault) {
         Ok(plan) => plan,
-        Err(problems) => {
-            eprintln!(
-                "{}: {} problem(s) found:",
-                config.source.display(),
-                problems.len()
-            );
-            for problem in problems {
-                eprintln!("  {problem}");
-            }
+        Err(message) => {
+            eprintln!("{message}");
             return 2;
         }
     };
@@ -225,16 +218,4 @@ fn set_up_process() -> Result<(), String> {
         pid1::become_subreaper()?;
     }
     Ok(())
-}
-
-/// simplevisor's environment as text; a variable that is not UTF-8 is passed on lossily.
-fn process_environment() -> Vec<(String, String)> {
-    std::env::vars_os()
-        .map(|(k, v)| {
-            (
-                k.to_string_lossy().into_owned(),
-                v.to_string_lossy().into_owned(),
-            )
-        })
-        .collect()
 }

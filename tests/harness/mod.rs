@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{self, Receiver};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -169,34 +169,17 @@ impl Supervisor {
         self.child.id() as i32
     }
 
-    /// Waits for a record matching `pred`, keeping every record seen.
+    /// Waits for a record matching `pred` (seen before or new), keeping every record seen.
     pub fn wait_for(
         &mut self,
         what: &str,
         timeout: Duration,
         pred: impl Fn(&Value) -> bool,
     ) -> Value {
-        let deadline = Instant::now() + timeout;
         if let Some(found) = self.seen.iter().find(|r| pred(r)) {
             return found.clone();
         }
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.records.recv_timeout(left) {
-                Ok(record) => {
-                    self.seen.push(record.clone());
-                    if pred(&record) {
-                        return record;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
-                    panic!(
-                        "no record {what} within {timeout:?}; seen:\n{}",
-                        self.dump()
-                    )
-                }
-            }
-        }
+        self.wait_for_new(what, timeout, pred)
     }
 
     /// Waits for a record whose message contains `text` (and of `process`, if given).
