@@ -159,7 +159,7 @@ fn a_blocked_stdout_blocks_the_jobs_not_the_memory() {
             let n: f64 = record["message"].as_str().unwrap().parse().unwrap();
             assert_eq!(n as u64, expected, "a line was lost or reordered");
             expected += 1;
-            if expected % 100_000 == 0 {
+            if expected.is_multiple_of(100_000) {
                 peak = peak.max(rss_kib(child.id()));
             }
         }
