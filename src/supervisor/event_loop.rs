@@ -121,7 +121,12 @@ impl<'a> EventLoop<'a> {
         let actions = self.machine.start();
         self.execute(actions);
         let mut events = [EpollEvent::empty(); 8];
+        let mut startup_released = false;
         while self.status.is_none() {
+            if !startup_released && self.machine.in_main_phase() {
+                super::pid1::release_startup_pages();
+                startup_released = true;
+            }
             let timeout = self.timeout(Instant::now());
             let ready = match self.epoll.wait(&mut events, timeout) {
                 Ok(n) => n,

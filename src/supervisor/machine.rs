@@ -326,6 +326,11 @@ impl Machine {
             .collect()
     }
 
+    /// Init jobs are done and main jobs run (or wait to restart).
+    pub fn in_main_phase(&self) -> bool {
+        self.phase == Phase::Main
+    }
+
     #[cfg(test)]
     pub fn is_done(&self) -> bool {
         self.phase == Phase::Done
