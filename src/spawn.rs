@@ -131,6 +131,12 @@ pub fn spawn(request: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
         status: 126,
     })?;
     let report_fd = report_write.as_raw_fd();
+    // Opened here rather than by std, so that a root without /dev/null (a bare chroot) is
+    // reported as what it is, not as a failure to execute the program.
+    let dev_null = std::fs::File::open("/dev/null").map_err(|e| SpawnError {
+        reason: format!("cannot open /dev/null for the job's stdin: {e}"),
+        status: 126,
+    })?;
 
     let mut command = Command::new(&program);
     command
@@ -138,7 +144,7 @@ pub fn spawn(request: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
         .args(&request.cmd[1..])
         .env_clear()
         .envs(request.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
+        .stdin(Stdio::from(dev_null))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     // SAFETY: the closure runs in the forked child before exec and calls only
