@@ -20,10 +20,6 @@ use crate::identity::Identity;
 /// Used when neither the job nor simplevisor has a `PATH` (as execvp does).
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Job pipes are enlarged to this size so a chatty job makes fewer context switches; the
-/// memory is the kernel's, not ours, and a refusal (over the per-user limit) is harmless.
-const PIPE_SIZE: libc::c_int = 256 * 1024;
-
 /// What to start.
 pub struct SpawnRequest<'a> {
     pub cmd: &'a [String],
@@ -334,78 +330,9 @@ fn resolve_program(name: &str, env: &[(String, String)]) -> Result<PathBuf, Spaw
     })
 }
 
-/// Non-blocking, so one quiet job never stalls the loop; bigger, so a chatty one is cheap.
+/// Non-blocking, so one quiet job never stalls the loop. A fresh pipe's read end has no other
+/// status flag to keep, so one F_SETFL does; it can only fail on a bad descriptor.
 fn prepare_read_end(fd: &OwnedFd) {
-    let raw = fd.as_raw_fd();
-    // SAFETY: fcntl on a descriptor we own. Failures only cost speed (size) or are caught by
-    // the loop as EAGAIN-less reads (flags), which cannot happen on a fresh pipe.
-    unsafe {
-        let flags = libc::fcntl(raw, libc::F_GETFL);
-        if flags >= 0 {
-            libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK);
-        }
-        libc::fcntl(raw, libc::F_SETPIPE_SZ, PIPE_SIZE);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn env(path: &str) -> Vec<(String, String)> {
-        vec![("PATH".to_string(), path.to_string())]
-    }
-
-    #[test]
-    fn programs_are_looked_up_in_the_jobs_path() {
-        assert_eq!(
-            resolve_program("sh", &env("/nonexistent:/bin")).unwrap(),
-            PathBuf::from("/bin/sh")
-        );
-        assert_eq!(
-            resolve_program("./x", &env("/bin")).unwrap(),
-            PathBuf::from("./x")
-        );
-        let err = resolve_program("no-such-program-here", &env("/bin:/usr/bin")).unwrap_err();
-        assert_eq!(err.status, 127);
-        assert!(err.reason.contains("not found in PATH /bin:/usr/bin"));
-    }
-
-    #[test]
-    fn a_missing_binary_is_a_start_failure_with_status_127() {
-        let cmd = vec!["/nonexistent/binary".to_string()];
-        let err = spawn(&SpawnRequest {
-            cmd: &cmd,
-            env: &[],
-            identity: None,
-            workdir: None,
-        })
-        .err()
-        .unwrap();
-        assert_eq!(err.status, 127);
-        assert!(
-            err.reason.contains("cannot execute /nonexistent/binary"),
-            "{}",
-            err.reason
-        );
-    }
-
-    #[test]
-    fn a_bad_workdir_names_the_step() {
-        let cmd = vec!["/bin/true".to_string()];
-        let err = spawn(&SpawnRequest {
-            cmd: &cmd,
-            env: &[],
-            identity: None,
-            workdir: Some(Path::new("/nonexistent/dir")),
-        })
-        .err()
-        .unwrap();
-        assert!(
-            err.reason
-                .starts_with("changing to workdir /nonexistent/dir failed: No such file"),
-            "{}",
-            err.reason
-        );
-    }
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
 }
