@@ -69,18 +69,24 @@ def comm(pid):
 
 
 def stop(proc, sig=signal.SIGTERM, timeout=15):
-    """Stops a process we started (and its session), by pid."""
+    """Stops a process we started, by pid, then whatever is left of its process group."""
     if proc.poll() is None:
         try:
             proc.send_signal(sig)
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             proc.kill()
             proc.wait()
+    kill_group(proc.pid)
+
+
+def kill_group(pgid):
+    """Peers' helpers (s6-supervise, runsv) may outlive their parent: end the whole group."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    time.sleep(0.1)
 
 
 def sleepers(marker):
@@ -165,6 +171,12 @@ def tree_rss(proc, own_names):
 
 # ---------------------------------------------------------------- measurements
 
+PROGRAM = {
+    "tini (1 child)": "tini", "dumb-init (1 child)": "dumb-init", "s6-svscan + 10 s6-supervise": "s6-svscan",
+    "runsvdir + 10 runsv": "runsvdir", "supervisord (10 programs)": SUPERVISORD,
+}
+
+
 def idle_memory():
     results = {}
     marker = "1000.123"
@@ -178,11 +190,11 @@ def idle_memory():
     }
     own = {"s6-supervise", "runsv"}
     for name, argv in peers.items():
-        if argv is not None and not shutil.which(argv(tempfile.mkdtemp())[0]):
+        if argv is not None and not shutil.which(PROGRAM[name]):
             continue
         samples = []
         for _ in range(RUNS):
-            with tempfile.TemporaryDirectory() as tmp:
+            with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
                 if argv is None:
                     cfg = sv_config(tmp, ten_sleepers(marker))
                     cmd = [SV, "--no-vault", "--config", cfg]
@@ -234,7 +246,7 @@ def shutdown():
     for name, argv in peers.items():
         samples, left = [], 0
         for _ in range(RUNS):
-            with tempfile.TemporaryDirectory() as tmp:
+            with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
                 if argv is None:
                     cmd = [SV, "--no-vault", "--config", sv_config(tmp, ten_sleepers(marker))]
                 else:
@@ -246,6 +258,7 @@ def shutdown():
                 ms = time_to_exit(p)
                 time.sleep(0.2)
                 left += len(sleepers(marker))
+                kill_group(p.pid)
                 kill_sleepers(marker)
                 if ms is not None:
                     samples.append(ms)
@@ -260,7 +273,7 @@ def shutdown():
     # One job that ignores TERM, stop-timeout 1 s: exit ≤ 1 s + 50 ms, and the job SIGKILLed.
     over, killed = [], 0
     for _ in range(RUNS):
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
             cfg = sv_config(tmp, {"jobs": {"main": [{"name": "stubborn", "stop-timeout": "1s",
                                   "cmd": ["sh", "-c", "trap '' TERM; echo ready; while :; do sleep 0.2; done"]}]}})
             p = subprocess.Popen([SV, "--no-vault", "--config", cfg], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -278,7 +291,7 @@ def shutdown():
 def spawn_cost():
     n = 200
     sv_t, sh_t = [], []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
         cfg = sv_config(tmp, {"jobs": {"init": [{"name": f"t{i}", "cmd": ["/bin/true"]} for i in range(n)]}})
         for _ in range(RUNS):
             t = time.perf_counter()
@@ -293,7 +306,7 @@ def spawn_cost():
 
 
 def zombies():
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
         cfg = sv_config(tmp, {"jobs": {
             "init": [{"name": "orphans", "cmd": ["sh", "-c", "for i in $(seq 50); do sh -c 'sleep 0.2 &'; done"]}],
             "main": [{"name": "count", "restart": "never", "cmd": ["sh", "-c",
@@ -387,7 +400,7 @@ def vault_figures():
     if not (os.path.exists(BAO) and os.path.isdir("/usr/lib/postgresql")):
         row("Vault figures", "not measured", "OpenBao or PostgreSQL missing (scripts/setup)", "", False)
         return
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
         os.chmod(tmp, 0o755)
         bao, pg = Bao(tmp), None
         try:

@@ -3,7 +3,15 @@
 
 use serde_json::{Value, json};
 
-pub const TOP_KEYS: &[&str] = &["env", "jobs", "stop-timeout", "restart-backoff", "vault"];
+/// `$schema` lets an editor find the schema; simplevisor ignores its value.
+pub const TOP_KEYS: &[&str] = &[
+    "$schema",
+    "env",
+    "jobs",
+    "stop-timeout",
+    "restart-backoff",
+    "vault",
+];
 pub const ENV_KEYS: &[&str] = &[
     "pass",
     "pass-all",
@@ -71,6 +79,7 @@ fn schema_value() -> Value {
         "additionalProperties": false,
         "required": ["jobs"],
         "properties": {
+            "$schema": {"type": "string", "description": "where an editor finds this schema; ignored"},
             "env": {
                 "type": "object",
                 "additionalProperties": false,
