@@ -127,8 +127,9 @@ def median(xs):
 
 # ---------------------------------------------------------------- peers' supervision trees
 
-def s6_tree(tmp, n, marker):
-    scan = os.path.join(tmp, "s6")
+def service_dirs(tmp, kind, n, marker):
+    """A scan directory of n services `sleep <marker>`, the layout s6 and runit share."""
+    scan = os.path.join(tmp, kind)
     os.makedirs(scan)
     for i in range(n):
         d = os.path.join(scan, f"s{i}")
@@ -136,19 +137,15 @@ def s6_tree(tmp, n, marker):
         with open(os.path.join(d, "run"), "w") as f:
             f.write(f"#!/bin/sh\nexec sleep {marker}\n")
         os.chmod(os.path.join(d, "run"), 0o755)
-    return ["s6-svscan", scan]
+    return scan
+
+
+def s6_tree(tmp, n, marker):
+    return ["s6-svscan", service_dirs(tmp, "s6", n, marker)]
 
 
 def runit_tree(tmp, n, marker):
-    scan = os.path.join(tmp, "runit")
-    os.makedirs(scan)
-    for i in range(n):
-        d = os.path.join(scan, f"s{i}")
-        os.makedirs(d)
-        with open(os.path.join(d, "run"), "w") as f:
-            f.write(f"#!/bin/sh\nexec sleep {marker}\n")
-        os.chmod(os.path.join(d, "run"), 0o755)
-    return ["runsvdir", "-P", scan]
+    return ["runsvdir", "-P", service_dirs(tmp, "runit", n, marker)]
 
 
 def supervisord_tree(tmp, n, marker):
