@@ -4,6 +4,7 @@
 //! Loading never stops at the first mistake: every problem is collected so that an operator
 //! fixes a config in one round trip.
 
+pub mod duplicates;
 pub mod duration;
 pub mod file;
 pub mod validate;

@@ -39,6 +39,12 @@ pub fn parse(text: &str, file: &Path, users: &UserDb) -> Result<Config, ConfigEr
         problems: Vec::new(),
         users,
     };
+    for path in super::duplicates::find(text) {
+        v.problem(
+            &path,
+            "is given twice in the same object; only one may stay (JSON parsers would silently keep the last)",
+        );
+    }
     let config = v.config(&root, file);
     if v.problems.is_empty() {
         Ok(config)

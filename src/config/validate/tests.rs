@@ -208,3 +208,13 @@ fn missing_file_is_a_read_error() {
         "{err}"
     );
 }
+
+#[test]
+fn a_key_given_twice_is_refused() {
+    let all = problems(r#"{"jobs": {"main": [{"cmd": ["rm", "-rf", "/data"], "cmd": ["true"]}]}}"#)
+        .join("\n");
+    assert!(
+        all.contains("jobs.main[0].cmd: is given twice in the same object"),
+        "{all}"
+    );
+}
