@@ -188,3 +188,36 @@ fn child_of(pid: i32) -> Option<i32> {
     let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
     children.split_whitespace().next()?.parse().ok()
 }
+
+#[test]
+fn sigterm_while_vault_is_retried_at_start_exits_at_once() {
+    // A port nobody listens on: simplevisor retries until startup-timeout (60 s here).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut sv = run(r#"{"env": {"vault-replace": ["DB_PASSWORD"]},
+                         "vault": {"startup-timeout": "60s"},
+                         "jobs": {"main": [{"name": "app", "cmd": ["sh", "-c", "echo must not run"]}]}}"#)
+    .env("VAULT_ADDR", &format!("http://127.0.0.1:{port}"))
+    .env("VAULT_TOKEN", "unused")
+    .env("DB_PASSWORD", "db:app:Password")
+    .start();
+    std::thread::sleep(secs(1.0));
+    let sent = Instant::now();
+    sv.signal(libc::SIGTERM);
+    assert_eq!(sv.wait_exit(secs(10.0)), 0, "{}", sv.dump());
+    assert!(
+        sent.elapsed() < secs(5.0),
+        "waited for the start-up timeout"
+    );
+    assert!(sv.messages("app").is_empty());
+    assert!(
+        sv.messages("internal")
+            .join("\n")
+            .contains("received TERM while logging in to Vault; exiting, nothing was started"),
+        "{}",
+        sv.dump()
+    );
+}

@@ -13,11 +13,17 @@ pub mod reaper;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use std::os::fd::AsFd;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signalfd::SignalFd;
+
 use crate::cli::Options;
 use crate::config::Config;
 use crate::environment::{self, EnvPlan};
 use crate::logs::{Logger, Output};
 use crate::mailbox;
+use crate::signals;
 use crate::vault::{self, Session, VaultEvent};
 
 use event_loop::{EventLoop, Rebuild};
@@ -97,7 +103,7 @@ fn supervise(
             .error("vault-token is ignored with --no-vault: jobs get no VAULT_TOKEN or VAULT_ADDR");
     }
     let (session, inbox) = if plan.needs_vault {
-        match start_vault(config, process_env, plan, logger) {
+        match start_vault(config, process_env, plan, logger, &signal_fd) {
             Ok((session, inbox)) => (Some(session), Some(inbox)),
             Err(status) => return status,
         }
@@ -130,19 +136,55 @@ fn supervise(
     status
 }
 
+/// Logs in and fetches the secrets on a thread of its own while this one keeps reading signals:
+/// Vault may be retried for up to `startup-timeout`, and a `SIGTERM` meanwhile must end
+/// simplevisor at once (status 0, nothing was started), not after the orchestrator's grace.
 fn start_vault(
     config: &Config,
     process_env: &[(String, String)],
     plan: &EnvPlan,
     logger: &Logger,
+    signal_fd: &SignalFd,
 ) -> Result<(Session, mailbox::Inbox<VaultEvent>), u8> {
-    let (mailbox, inbox) = mailbox::channel().map_err(|error| {
+    let channels = mailbox::channel().and_then(|events| Ok((events, mailbox::channel()?)));
+    let ((events, inbox), (done, started)) = channels.map_err(|error| {
         logger.error(&format!(
-            "cannot create the Vault mailbox (eventfd): {error}"
+            "cannot create the Vault mailboxes (eventfd): {error}"
         ));
         1
     })?;
-    match Session::start(&config.vault, process_env, plan, logger.clone(), mailbox) {
+    let (settings, env, plan, log) = (
+        config.vault.clone(),
+        process_env.to_vec(),
+        plan.clone(),
+        logger.clone(),
+    );
+    let starter = std::thread::Builder::new()
+        .name("vault-start".into())
+        .spawn(move || {
+            done.send(Session::start(&settings, &env, &plan, log, events));
+        })
+        .map_err(|error| {
+            logger.error(&format!("cannot start the Vault start-up thread: {error}"));
+            1
+        })?;
+    let result = loop {
+        match wait_for_start_or_shutdown(signal_fd, &started) {
+            Waited::Started(result) => break result,
+            Waited::Shutdown(signal) => {
+                logger.info(&format!(
+                    "received {} while logging in to Vault; exiting, nothing was started",
+                    signals::name_of(signal)
+                ));
+                // The start-up thread ends with the process; leases it may still acquire
+                // expire at their TTL.
+                return Err(0);
+            }
+            Waited::Nothing => {}
+        }
+    };
+    let _ = starter.join();
+    match result {
         Ok(session) => Ok((session, inbox)),
         Err(vault::StartError::Config(message)) => {
             logger.error(&message);
@@ -152,6 +194,36 @@ fn start_vault(
             logger.error(&message);
             Err(1)
         }
+    }
+}
+
+enum Waited {
+    Started(Result<Session, vault::StartError>),
+    Shutdown(i32),
+    Nothing,
+}
+
+/// One wait for either the start-up result or a shutdown signal. Other signals have no job to
+/// go to yet and are dropped.
+fn wait_for_start_or_shutdown(
+    signal_fd: &SignalFd,
+    started: &mailbox::Inbox<Result<Session, vault::StartError>>,
+) -> Waited {
+    let mut fds = [
+        PollFd::new(signal_fd.as_fd(), PollFlags::POLLIN),
+        PollFd::new(started.as_fd(), PollFlags::POLLIN),
+    ];
+    // A timeout only to survive a lost wake-up; both descriptors are level-triggered.
+    let _ = poll(&mut fds, PollTimeout::from(1000u16));
+    while let Ok(Some(info)) = signal_fd.read_signal() {
+        let signo = info.ssi_signo as i32;
+        if signals::disposition(signo) == signals::Disposition::Shutdown {
+            return Waited::Shutdown(signo);
+        }
+    }
+    match started.drain().into_iter().next() {
+        Some(result) => Waited::Started(result),
+        None => Waited::Nothing,
     }
 }
 
