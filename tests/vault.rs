@@ -233,10 +233,12 @@ exec sleep 100"#,
         .filter(|m| *m == "db-login-ok")
         .count();
     assert!(logins >= 2, "both credentials worked: {}", sv.dump());
+    // Once the job runs with the new credential, the superseded one is given back at once,
+    // not left valid until its max TTL.
+    sv.wait_message("internal", "vault: revoked 1 lease(s)", secs(10.0));
+    assert!(!pg.role_exists(&users[0]), "{} still exists", users[0]);
     sv.signal(libc::SIGTERM);
     assert_eq!(sv.wait_exit(secs(15.0)), 0, "{}", sv.dump());
-    // The current lease is revoked by simplevisor; the superseded one is revoked too if it
-    // still lived at exit, else Vault revoked it at its max TTL a moment earlier or later.
     for user in &users {
         let deadline = std::time::Instant::now() + secs(5.0);
         while pg.role_exists(user) && std::time::Instant::now() < deadline {

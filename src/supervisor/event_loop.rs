@@ -41,6 +41,14 @@ const BATCH_SIZE: usize = 64 * 1024;
 /// Builds a job environment from new Vault values (after an `on-lease-expiry: restart`).
 pub type Rebuild = Box<dyn FnMut(VaultEvent) -> Result<Option<Vec<(String, String)>>, String>>;
 
+/// The event loop's side of Vault: its events, how to rebuild the environment from a refresh,
+/// and how to give back what a refresh superseded once every job runs with the new one.
+pub struct VaultLink<'a> {
+    pub inbox: Inbox<VaultEvent>,
+    pub rebuild: Rebuild,
+    pub revoke_superseded: Box<dyn Fn() + 'a>,
+}
+
 /// An output stream of a running (or just exited) job.
 struct Stream {
     job: JobId,
@@ -57,7 +65,7 @@ pub struct EventLoop<'a> {
     signals: SignalFd,
     output: &'a Output,
     logger: Logger,
-    vault: Option<(Inbox<VaultEvent>, Rebuild)>,
+    vault: Option<VaultLink<'a>>,
     /// Slots indexed by the pipe's epoll token.
     streams: Vec<Option<Stream>>,
     /// Leader pid → job, for every job started and not yet reaped.
@@ -78,7 +86,7 @@ impl<'a> EventLoop<'a> {
         signals: SignalFd,
         output: &'a Output,
         logger: Logger,
-        vault: Option<(Inbox<VaultEvent>, Rebuild)>,
+        vault: Option<VaultLink<'a>>,
     ) -> Result<EventLoop<'a>, String> {
         let create = || {
             Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
@@ -94,8 +102,8 @@ impl<'a> EventLoop<'a> {
         add(signals.as_fd(), TOKEN_SIGNALS, "the signalfd")?;
         add(pipes.0.as_fd(), TOKEN_PIPES, "the job pipes")?;
         add(output.wake_fd(), TOKEN_OUTPUT, "the output writer")?;
-        if let Some((inbox, _)) = &vault {
-            add(inbox.as_fd(), TOKEN_VAULT, "the Vault mailbox")?;
+        if let Some(link) = &vault {
+            add(link.inbox.as_fd(), TOKEN_VAULT, "the Vault mailbox")?;
         }
         Ok(EventLoop {
             machine,
@@ -188,6 +196,11 @@ impl<'a> EventLoop<'a> {
                 }
                 Action::Info(message) => self.logger.info(&message),
                 Action::Error(message) => self.logger.error(&message),
+                Action::RollingRestartDone => {
+                    if let Some(link) = &self.vault {
+                        (link.revoke_superseded)();
+                    }
+                }
                 Action::Exit(status) => self.status = Some(status),
             }
         }
@@ -430,7 +443,7 @@ impl<'a> EventLoop<'a> {
 
     fn on_vault(&mut self) {
         let messages = match &self.vault {
-            Some((inbox, _)) => inbox.drain(),
+            Some(link) => link.inbox.drain(),
             None => return,
         };
         for message in messages {
@@ -440,10 +453,10 @@ impl<'a> EventLoop<'a> {
                 },
                 VaultEvent::Fatal(reason) => Event::Fatal { reason },
                 refreshed @ VaultEvent::Refreshed { .. } => {
-                    let Some((_, rebuild)) = self.vault.as_mut() else {
+                    let Some(link) = self.vault.as_mut() else {
                         return;
                     };
-                    match rebuild(refreshed) {
+                    match (link.rebuild)(refreshed) {
                         Ok(Some(env)) => {
                             self.env = env;
                             Event::RollingRestart

@@ -115,6 +115,9 @@ pub enum Action {
     Info(String),
     /// An internal warning or error record.
     Error(String),
+    /// Every running main job was restarted with the renewed environment: what the old one
+    /// held (superseded Vault leases) can be given back.
+    RollingRestartDone,
     /// Stop the loop and exit with this status once output and Vault are done.
     Exit(u8),
 }
@@ -602,6 +605,7 @@ impl Machine {
             }
             // Waiting or finished jobs pick up the new environment when they next start.
         }
+        actions.push(Action::RollingRestartDone);
     }
 
     fn begin_stop(&mut self, status: u8, now: Instant, actions: &mut Vec<Action>) {

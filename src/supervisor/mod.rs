@@ -26,7 +26,7 @@ use crate::mailbox;
 use crate::signals;
 use crate::vault::{self, Session, VaultEvent};
 
-use event_loop::{EventLoop, Rebuild};
+use event_loop::{EventLoop, Rebuild, VaultLink};
 use machine::{JobPolicy, Machine};
 
 /// Time given to revoking leases after the jobs stopped (SPEC 4 `revoke-on-exit`).
@@ -122,7 +122,14 @@ fn supervise(
         match environment::build(&config.env, process_env, plan, &values, injection.as_ref()) {
             Ok(env) => {
                 let rebuild = rebuilder(config, process_env, plan);
-                let vault = inbox.map(|inbox| (inbox, rebuild));
+                let vault = match (inbox, &session) {
+                    (Some(inbox), Some(session)) => Some(VaultLink {
+                        inbox,
+                        rebuild,
+                        revoke_superseded: Box::new(|| session.revoke_superseded()),
+                    }),
+                    _ => None,
+                };
                 supervise_jobs(config, env, signal_fd, output, logger, vault)
             }
             Err(message) => {
@@ -233,7 +240,7 @@ fn supervise_jobs(
     signal_fd: nix::sys::signalfd::SignalFd,
     output: &Output,
     logger: &Logger,
-    vault: Option<(mailbox::Inbox<VaultEvent>, Rebuild)>,
+    vault: Option<VaultLink<'_>>,
 ) -> u8 {
     let machine = Machine::new(
         config.init.iter().map(JobPolicy::from_spec).collect(),

@@ -61,6 +61,33 @@ impl Ledger {
     }
 }
 
+impl Ledger {
+    /// Takes the superseded leases and tokens out of the ledger, as a ledger of their own to
+    /// revoke: its first token is the current one (not ours to revoke here, but what the
+    /// revocation requests authenticate with).
+    pub fn take_superseded(&mut self) -> Ledger {
+        let current = HeldToken {
+            value: self.current_token().to_string(),
+            own: false,
+            retired_until: None,
+        };
+        let (superseded, kept): (Vec<HeldLease>, Vec<HeldLease>) = std::mem::take(&mut self.leases)
+            .into_iter()
+            .partition(|lease| lease.retired_until.is_some());
+        self.leases = kept;
+        let old_tokens = if self.tokens.len() > 1 {
+            self.tokens.split_off(1)
+        } else {
+            Vec::new()
+        };
+        Ledger {
+            tokens: std::iter::once(current).chain(old_tokens).collect(),
+            leases: superseded,
+            stopping: false,
+        }
+    }
+}
+
 /// Whether something retired until `until` is still alive at `now` (and so worth revoking).
 fn alive(until: Option<Instant>, now: Instant) -> bool {
     until.is_none_or(|until| until > now)
@@ -123,6 +150,31 @@ mod tests {
             own: true,
             retired_until: None,
         }
+    }
+
+    #[test]
+    fn superseded_leases_and_tokens_are_taken_out_for_revocation() {
+        let lease = |id: &str, retired: bool| HeldLease {
+            id: id.into(),
+            label: id.into(),
+            retired_until: retired.then(Instant::now),
+        };
+        let mut ledger = Ledger {
+            tokens: vec![token("new"), token("old")],
+            leases: vec![lease("a", true), lease("b", false), lease("c", true)],
+            stopping: false,
+        };
+        let superseded = ledger.take_superseded();
+        let ids = |l: &Ledger| l.leases.iter().map(|x| x.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&superseded), ["a", "c"]);
+        assert_eq!(ids(&ledger), ["b"]);
+        assert_eq!(superseded.current_token(), "new");
+        assert!(
+            !superseded.tokens[0].own,
+            "the current token is not revoked with them"
+        );
+        assert_eq!(superseded.tokens[1].value, "old");
+        assert_eq!(ledger.tokens.len(), 1);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use client::{Client, retrying};
 use ledger::{HeldToken, Ledger};
 use login::Credentials;
-use renewer::{Renewer, held, lock};
+use renewer::{Command, Renewer, held, lock};
 use secrets::fetch_all;
 
 use crate::config::VaultSettings;
@@ -87,7 +87,7 @@ pub struct Session {
     client: Client,
     ledger: Arc<Mutex<Ledger>>,
     revoke_on_exit: bool,
-    stop: Sender<()>,
+    commands: Sender<Command>,
     /// Disconnected when the renewer thread has ended.
     finished: Receiver<()>,
     log: Box<dyn Log>,
@@ -169,7 +169,7 @@ impl Session {
             leases.len()
         ));
 
-        let (stop, stop_rx) = mpsc::channel();
+        let (commands, commands_rx) = mpsc::channel();
         let (finished_tx, finished) = mpsc::channel::<()>();
         let renewer = Renewer::new(
             client.clone(),
@@ -188,7 +188,7 @@ impl Session {
             .stack_size(RENEWER_STACK)
             .spawn(move || {
                 let _finished = finished_tx;
-                renewer.run(stop_rx);
+                renewer.run(commands_rx);
             })
             .map_err(|e| give_back(format!("vault: cannot start the renewer thread: {e}")))?;
         Ok(Session {
@@ -196,7 +196,7 @@ impl Session {
             client,
             ledger,
             revoke_on_exit: settings.revoke_on_exit,
-            stop,
+            commands,
             finished,
             log: Box::new(log),
         })
@@ -216,10 +216,16 @@ impl Session {
         }
     }
 
+    /// The main jobs were restarted with the secrets of a [`VaultEvent::Refreshed`]: the
+    /// renewer revokes the leases (and our old token) they replaced, in the background.
+    pub fn revoke_superseded(&self) {
+        let _ = self.commands.send(Command::RevokeSuperseded);
+    }
+
     /// Stops the renewer; with `revoke-on-exit`, revokes every lease (and the token if we
     /// logged in ourselves), giving up at `deadline`.
     pub fn stop(self, deadline: Instant) {
-        let _ = self.stop.send(());
+        let _ = self.commands.send(Command::Stop);
         // A renewal in flight finishes within its timeout; revocation need not wait for it.
         let wait = RENEWER_JOIN.min(client::time_left(deadline));
         let _ = self.finished.recv_timeout(wait);

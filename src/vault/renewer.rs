@@ -27,6 +27,9 @@ const IDLE: Duration = Duration::from_secs(3600);
 struct Kept {
     lease: Lease,
     life: Option<Tracked>,
+    /// When the lease expires, kept after `life` is dropped at expiry: a refresh retires the
+    /// lease until then, so it can still be revoked.
+    expires_at: Option<Instant>,
 }
 
 /// Everything the renewer thread owns.
@@ -41,6 +44,14 @@ pub struct Renewer<L: Log> {
     token: String,
     token_life: Option<Tracked>,
     kept: Vec<Kept>,
+}
+
+/// What the supervisor asks of the renewer thread.
+pub enum Command {
+    /// Stop renewing (the session is ending).
+    Stop,
+    /// The main jobs run with the refreshed secrets: give back what they replaced.
+    RevokeSuperseded,
 }
 
 /// What expired, for the expiry policy.
@@ -77,18 +88,41 @@ impl<L: Log> Renewer<L> {
         }
     }
 
-    /// Runs until `stop` receives a message or its sender is dropped.
-    pub fn run(mut self, stop: Receiver<()>) {
+    /// Runs until `commands` says stop or its sender is dropped.
+    pub fn run(mut self, commands: Receiver<Command>) {
         loop {
             self.tick();
             let wait = self
                 .wake_at()
                 .map_or(IDLE, |at| at.saturating_duration_since(Instant::now()));
-            match stop.recv_timeout(wait) {
+            match commands.recv_timeout(wait) {
                 Err(RecvTimeoutError::Timeout) => {}
-                Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+                Ok(Command::RevokeSuperseded) => self.revoke_superseded(),
+                Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => return,
             }
         }
+    }
+
+    /// Revokes the leases (and our own tokens) a refresh replaced, now that no job uses them,
+    /// instead of leaving them valid until their max TTL. Only with `revoke-on-exit`: an
+    /// operator who keeps leases alive on exit keeps these too.
+    fn revoke_superseded(&mut self) {
+        if !self.settings.revoke_on_exit {
+            return;
+        }
+        let superseded = {
+            let mut ledger = lock(&self.ledger);
+            if ledger.stopping {
+                return;
+            }
+            ledger.take_superseded()
+        };
+        revoke_all(
+            &self.client,
+            &superseded,
+            Instant::now() + REQUEST_TIMEOUT,
+            &self.log,
+        );
     }
 
     fn wake_at(&self) -> Option<Instant> {
@@ -151,6 +185,7 @@ impl<L: Log> Renewer<L> {
                     }
                 },
                 Due::Expiring if expired.is_none() => {
+                    kept.expires_at = Some(life.expires_at());
                     kept.life = None;
                     expired = Some(Expired::Lease(kept.lease.label.clone()));
                 }
@@ -248,7 +283,10 @@ impl<L: Log> Renewer<L> {
             let expiry: BTreeMap<&str, Instant> = self
                 .kept
                 .iter()
-                .filter_map(|k| Some((k.lease.id.as_str(), k.life.as_ref()?.expires_at())))
+                .filter_map(|k| {
+                    let expiry = k.life.as_ref().map(Tracked::expires_at).or(k.expires_at)?;
+                    Some((k.lease.id.as_str(), expiry))
+                })
                 .collect();
             let mut ledger = lock(&self.ledger);
             if ledger.stopping {
@@ -287,6 +325,7 @@ fn keep(leases: Vec<Lease>, issued: Instant) -> Vec<Kept> {
         .map(|lease| Kept {
             life: Tracked::new(issued, lease.ttl, lease.renewable),
             lease,
+            expires_at: None,
         })
         .collect()
 }

@@ -427,9 +427,26 @@ fn rolling_restart_stops_and_starts_main_jobs_one_by_one() {
     );
     assert_eq!(started, [(0, 103)]);
     assert_eq!(signals(&actions), [(101, TERM)], "then the next job");
+    assert!(!actions.contains(&Action::RollingRestartDone));
     let (actions, started) = h.exit(101, Termination::Signaled(TERM));
     assert_eq!(started, [(1, 104)]);
     assert!(signals(&actions).is_empty(), "c was not running");
+    assert!(actions.contains(&Action::RollingRestartDone), "{actions:?}");
+}
+
+#[test]
+fn a_rolling_restart_interrupted_by_a_shutdown_is_never_done() {
+    let mut h = Harness::new(vec![], vec![main_job("a"), main_job("b")]);
+    h.start();
+    h.event(Event::RollingRestart);
+    h.event(Event::ShutdownSignal { signal: TERM });
+    let (mut actions, _) = h.exit(100, Termination::Signaled(TERM));
+    actions.extend(h.exit(101, Termination::Signaled(TERM)).0);
+    assert!(
+        !actions.contains(&Action::RollingRestartDone),
+        "{actions:?}"
+    );
+    assert_eq!(exits(&actions), [0]);
 }
 
 #[test]
