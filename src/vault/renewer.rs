@@ -232,8 +232,8 @@ impl<L: Log> Renewer<L> {
     }
 
     /// Logs in again when the token is what expires, then fetches everything anew. The old
-    /// leases are left to expire on their own (running jobs still use them until restarted)
-    /// but stay in the ledger for revocation on exit while they live.
+    /// leases stay valid while running jobs still use them; they are retired in the ledger and
+    /// revoked once the jobs were restarted ([`Command::RevokeSuperseded`]) or on exit.
     fn refresh(
         &mut self,
         token_expired: bool,
