@@ -164,7 +164,17 @@ fn config_path_precedence() {
         if let Some(path) = env {
             command.env("SIMPLEVISOR_CONFIG", path);
         }
-        text(&command.output().unwrap().stdout)
+        // A copy just written may be "text file busy" for a moment: another test thread's
+        // fork can hold the copy's write descriptor until its exec.
+        for _ in 0..100 {
+            match command.output() {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                result => return text(&result.unwrap().stdout),
+            }
+        }
+        panic!("the copied binary stayed busy");
     };
     assert!(check(&[], None).contains("beside:"));
     assert!(check(&[], Some(env_file.to_str().unwrap())).contains("from-env:"));
