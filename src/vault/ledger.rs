@@ -88,9 +88,20 @@ impl Ledger {
     }
 }
 
+/// How long past its estimated expiry a superseded lease is still revoked: the estimate is
+/// ours, not Vault's, and revoking a lease that already expired is harmless (Vault answers
+/// 204), while skipping one that still lives would leave a credential valid. (A token that
+/// expired cannot revoke itself, so tokens get no grace.)
+const LEASE_EXPIRY_GRACE: Duration = Duration::from_secs(5);
+
 /// Whether something retired until `until` is still alive at `now` (and so worth revoking).
 fn alive(until: Option<Instant>, now: Instant) -> bool {
     until.is_none_or(|until| until > now)
+}
+
+/// Whether a lease retired until `until` may still be alive at `now`.
+fn lease_alive(until: Option<Instant>, now: Instant) -> bool {
+    alive(until.map(|until| until + LEASE_EXPIRY_GRACE), now)
 }
 
 /// Revokes every live lease, then every live token of ours, stopping at `deadline`. Each
@@ -99,7 +110,11 @@ pub fn revoke_all(client: &Client, ledger: &Ledger, deadline: Instant, log: &dyn
     let now = Instant::now();
     let token = ledger.current_token();
     let mut revoked = 0;
-    for lease in ledger.leases.iter().filter(|l| alive(l.retired_until, now)) {
+    for lease in ledger
+        .leases
+        .iter()
+        .filter(|l| lease_alive(l.retired_until, now))
+    {
         let timeout = time_left(deadline).min(REQUEST_TIMEOUT);
         if timeout < Duration::from_millis(10) {
             log.error("vault: stop deadline reached before every lease was revoked");
@@ -196,6 +211,9 @@ mod tests {
         assert!(alive(None, now));
         assert!(alive(Some(now + Duration::from_secs(1)), now));
         assert!(!alive(Some(now), now));
+        // Our estimate of a lease's expiry may be early: a little past it, still revoke.
+        assert!(lease_alive(Some(now - Duration::from_secs(2)), now));
+        assert!(!lease_alive(Some(now - Duration::from_secs(6)), now));
         let mut ledger = Ledger {
             tokens: vec![],
             leases: vec![HeldLease {
