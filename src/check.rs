@@ -43,6 +43,18 @@ pub fn run(options: &Options) -> u8 {
     let process_env = environment::process_environment();
     match plan_environment(&config, &process_env, options.no_vault) {
         Ok(plan) => {
+            let vault_problems = if plan.needs_vault {
+                crate::vault::check_settings(&process_env)
+            } else {
+                Vec::new()
+            };
+            if !vault_problems.is_empty() {
+                eprintln!("simplevisor: Vault is needed, but its settings are not usable:");
+                for problem in vault_problems {
+                    eprintln!("  {problem}");
+                }
+                return 2;
+            }
             print!("{}", summary(&config, &plan, options.no_vault));
             0
         }

@@ -111,9 +111,14 @@ fn check_summarises_without_secret_values() {
     );
     let out = simplevisor(
         &["check", "--config", config.to_str().unwrap()],
-        &[("DB_PASSWORD", "db:prod-db:Password")],
+        &[
+            ("DB_PASSWORD", "db:prod-db:Password"),
+            ("VAULT_ADDR", "https://vault.invalid:8200"),
+            ("VAULT_TOKEN", "s.not-printed"),
+        ],
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!text(&out.stdout).contains("s.not-printed"));
     let summary = text(&out.stdout);
     assert!(
         summary.contains("migrate: true | kill-signal TERM | stop-timeout 5s"),
@@ -217,4 +222,32 @@ fn schema_version_help_and_usage_errors() {
         text(&out.stderr)
             .contains("cannot read config file /nonexistent/x.json: No such file or directory")
     );
+}
+
+#[test]
+fn check_reports_unusable_vault_settings_without_contacting_vault() {
+    let dir = TempDir::new("cli");
+    let config = dir.write(
+        "c.json",
+        r#"{"env": {"vault-replace": ["DB_PASSWORD"]}, "jobs": {"main": [{"cmd": ["true"]}]}}"#,
+    );
+    let config = config.to_str().unwrap();
+    let env = [("DB_PASSWORD", "db:app:Password")];
+    let out = simplevisor(&["check", "--config", config], &env);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("VAULT_ADDR is not set"), "{err}");
+    // Nothing listens there; check must not care.
+    let env = [
+        ("DB_PASSWORD", "db:app:Password"),
+        ("VAULT_ADDR", "http://127.0.0.1:9"),
+        ("VAULT_TOKEN", "t"),
+    ];
+    let out = simplevisor(&["check", "--config", config], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = simplevisor(
+        &["check", "--no-vault", "--config", config],
+        &[("DB_PASSWORD", "x")],
+    );
+    assert_eq!(out.status.code(), Some(0));
 }

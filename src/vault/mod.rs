@@ -81,6 +81,20 @@ pub enum StartError {
     Vault(String),
 }
 
+/// Checks the Vault settings of simplevisor's environment (`VAULT_ADDR`, the login
+/// variables, `VAULT_CACERT`, ...) without contacting Vault, for `simplevisor check`: every
+/// problem `Session::start` would report as a settings error.
+pub fn check_settings(process_env: &[(String, String)]) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Err(message) = Client::from_env(process_env) {
+        problems.push(message);
+    }
+    if let Err(message) = Credentials::from_env(process_env) {
+        problems.push(message);
+    }
+    problems
+}
+
 /// A logged-in Vault client with its fetched secrets and a running renewer.
 pub struct Session {
     values: BTreeMap<String, String>,
