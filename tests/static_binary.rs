@@ -26,6 +26,18 @@ fn has_interpreter(elf: &[u8]) -> bool {
     })
 }
 
+/// `chroot <root> /simplevisor --no-vault` with an empty environment: its output and stdout.
+fn run_in(root: &Path) -> (std::process::Output, String) {
+    let out = Command::new("/usr/sbin/chroot")
+        .arg(root)
+        .args(["/simplevisor", "--no-vault"])
+        .env_clear()
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out, stdout)
+}
+
 #[test]
 fn the_static_binary_runs_jobs_in_an_empty_root() {
     let binary = static_binary();
@@ -71,13 +83,7 @@ fn the_static_binary_runs_jobs_in_an_empty_root() {
              "run-as": "1000:1000", "log-format": "json", "restart": "never"}
         ]}}"#,
     );
-    let out = Command::new("/usr/sbin/chroot")
-        .arg(root.path())
-        .args(["/simplevisor", "--no-vault"])
-        .env_clear()
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (out, stdout) = run_in(root.path());
     let records: Vec<Value> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -130,13 +136,7 @@ fn the_static_binary_runs_jobs_in_an_empty_root() {
 
     // Without /dev/null (a bare chroot, not a container) the reason is named, not disguised.
     std::fs::remove_file(root.path().join("dev/null")).unwrap();
-    let out = Command::new("/usr/sbin/chroot")
-        .arg(root.path())
-        .args(["/simplevisor", "--no-vault"])
-        .env_clear()
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (_, stdout) = run_in(root.path());
     assert!(
         stdout.contains("job named could not be started: cannot open /dev/null for the job's stdin: No such file or directory"),
         "{stdout}"
