@@ -259,16 +259,7 @@ impl Bao {
         policies: &[&str],
         period: &str,
     ) -> (String, String) {
-        self.api(
-            "POST",
-            &format!("sys/auth/{mount}"),
-            json!({ "type": "approle" }),
-        );
-        self.api(
-            "POST",
-            &format!("auth/{mount}/role/{name}"),
-            json!({ "token_policies": policies, "token_period": period }),
-        );
+        self.approle_role(mount, name, policies, period);
         let role_id = self.api(
             "GET",
             &format!("auth/{mount}/role/{name}/role-id"),
@@ -288,6 +279,21 @@ impl Bao {
         (role_id, secret_id)
     }
 
+    /// Enables AppRole at `mount` with a role `name` issuing tokens with these policies and
+    /// `period`.
+    fn approle_role(&self, mount: &str, name: &str, policies: &[&str], period: &str) {
+        self.api(
+            "POST",
+            &format!("sys/auth/{mount}"),
+            json!({ "type": "approle" }),
+        );
+        self.api(
+            "POST",
+            &format!("auth/{mount}/role/{name}"),
+            json!({ "token_policies": policies, "token_period": period }),
+        );
+    }
+
     /// Like [`Bao::approle`], with ids chosen by the caller (to seed a restarted server the
     /// same way).
     pub fn approle_with_ids(
@@ -299,16 +305,7 @@ impl Bao {
         role_id: &str,
         secret_id: &str,
     ) {
-        self.api(
-            "POST",
-            &format!("sys/auth/{mount}"),
-            json!({ "type": "approle" }),
-        );
-        self.api(
-            "POST",
-            &format!("auth/{mount}/role/{name}"),
-            json!({ "token_policies": policies, "token_period": period }),
-        );
+        self.approle_role(mount, name, policies, period);
         self.api(
             "POST",
             &format!("auth/{mount}/role/{name}/role-id"),
