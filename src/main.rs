@@ -1,22 +1,10 @@
 //! simplevisor: command dispatch and exit codes (0 success, 1 failure, 2 usage or config
 //! error, or an essential job's status). Everything else lives in the modules below.
 
-mod check;
-mod cli;
-mod config;
-mod environment;
-mod identity;
-mod logs;
-mod mailbox;
-mod signals;
-mod spawn;
-mod supervisor;
-mod template;
-mod vault;
-
 use std::process::ExitCode;
 
-use cli::Command;
+use simplevisor::cli::{self, Command};
+use simplevisor::{check, config, supervisor};
 
 fn main() -> ExitCode {
     let command = match cli::parse(std::env::args_os().skip(1)) {
