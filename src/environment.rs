@@ -38,7 +38,7 @@ pub struct EnvPlan {
 }
 
 /// simplevisor's own Vault credentials: never passed by `pass-all`, only when named in `pass`.
-const CREDENTIALS: [&str; 3] = ["VAULT_TOKEN", "VAULT_SECRET_ID", "VAULT_ROLE_ID"];
+pub const CREDENTIALS: [&str; 3] = ["VAULT_TOKEN", "VAULT_SECRET_ID", "VAULT_ROLE_ID"];
 
 /// Parses every reference and checks every template by rendering it with placeholder values.
 /// `no_vault`: references are literal values, so they are not parsed. Problems carry the JSON

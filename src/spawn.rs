@@ -54,6 +54,7 @@ enum Step {
     Groups,
     Gid,
     Uid,
+    ParentDeath,
     Workdir,
     Exec,
 }
@@ -67,6 +68,7 @@ impl Step {
             Step::Groups,
             Step::Gid,
             Step::Uid,
+            Step::ParentDeath,
             Step::Workdir,
             Step::Exec,
         ]
@@ -86,6 +88,7 @@ impl Step {
             ),
             Step::Gid => format!("setgid({})", id.map_or(0, |i| i.gid)),
             Step::Uid => format!("setuid({})", id.map_or(0, |i| i.uid)),
+            Step::ParentDeath => "setting the parent-death signal (prctl PR_SET_PDEATHSIG)".into(),
             Step::Workdir => format!(
                 "changing to workdir {}",
                 request.workdir.unwrap_or(Path::new(".")).display()
@@ -146,6 +149,7 @@ pub fn spawn(request: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
         report: report_write.as_raw_fd(),
     };
     let child = ChildArgs {
+        parent: std::process::id() as libc::pid_t,
         fds: &child_fds,
         identity: identity.as_ref(),
         workdir: workdir.as_deref(),
@@ -217,6 +221,8 @@ impl ExecArgs {
 
 /// Everything the child reads, behind one pointer for `clone`.
 struct ChildArgs<'a> {
+    /// Our pid, to tell whether we died before the parent-death signal was set.
+    parent: libc::pid_t,
     fds: &'a ChildFds,
     identity: Option<&'a (Vec<libc::gid_t>, libc::gid_t, libc::uid_t)>,
     workdir: Option<&'a std::ffi::CStr>,
@@ -234,7 +240,13 @@ fn clone_vfork(child: &ChildArgs<'_>) -> io::Result<i32> {
     extern "C" fn entry(arg: *mut libc::c_void) -> libc::c_int {
         // SAFETY: `arg` is the `ChildArgs` the parent passed, alive while it is suspended.
         let child = unsafe { &*(arg as *const ChildArgs<'_>) };
-        child_main(child.fds, child.identity, child.workdir, child.exec)
+        child_main(
+            child.parent,
+            child.fds,
+            child.identity,
+            child.workdir,
+            child.exec,
+        )
     }
     // Allocated, never initialised: the child touches only the few pages it uses.
     let mut stack: Vec<u8> = Vec::with_capacity(CHILD_STACK);
@@ -310,6 +322,7 @@ struct KernelSigaction {
 /// changes credentials with raw system calls: glibc's `setuid` would, believing the process
 /// multi-threaded, try to change our other threads' credentials too.
 fn child_main(
+    parent: libc::pid_t,
     fds: &ChildFds,
     identity: Option<&(Vec<libc::gid_t>, libc::gid_t, libc::uid_t)>,
     workdir: Option<&std::ffi::CStr>,
@@ -365,6 +378,15 @@ fn child_main(
             if libc::syscall(libc::SYS_setuid, *uid) != 0 {
                 fail(Step::Uid);
             }
+        }
+        // If simplevisor is killed with SIGKILL (not as PID 1, whose death ends the whole
+        // namespace), the kernel kills this job's leader. After the identity drop, which clears
+        // the setting; then the parent is checked, in case it died before the setting.
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+            fail(Step::ParentDeath);
+        }
+        if libc::getppid() != parent {
+            libc::_exit(128 + libc::SIGKILL);
         }
         // After the identity drop, so the job's user must be able to enter the directory.
         if let Some(dir) = workdir

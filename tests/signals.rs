@@ -221,3 +221,30 @@ fn sigterm_while_vault_is_retried_at_start_exits_at_once() {
         sv.dump()
     );
 }
+
+#[test]
+fn killed_with_sigkill_when_not_pid_1_its_jobs_die_too() {
+    let marker = "31.4159";
+    let mut sv = run(&format!(
+        r#"{{"jobs": {{"main": [
+            {{"name": "a", "cmd": ["sleep", "{marker}1"]}},
+            {{"name": "b", "cmd": ["sleep", "{marker}2"]}}
+        ]}}}}"#
+    ))
+    .arg(NO_VAULT)
+    .start();
+    sv.wait_message("internal", "job b started", secs(10.0));
+    sv.wait_message("internal", "job a started", secs(10.0));
+    assert_eq!(processes_with(marker).len(), 2);
+    sv.signal(libc::SIGKILL);
+    assert_eq!(sv.wait_exit(secs(10.0)), 128 + libc::SIGKILL);
+    let deadline = Instant::now() + secs(5.0);
+    while !processes_with(marker).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(secs(0.02));
+    }
+    assert_eq!(
+        processes_with(marker),
+        Vec::<i32>::new(),
+        "jobs left running"
+    );
+}

@@ -9,6 +9,7 @@ pub mod event_loop;
 pub mod machine;
 pub mod pid1;
 pub mod reaper;
+pub mod self_protection;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -45,6 +46,7 @@ pub fn run(options: &Options) -> u8 {
         reaper::kill_tracked_groups();
     }));
     let process_env = environment::process_environment();
+    self_protection::blank_credentials_in_environ();
     let config = match crate::check::load_config(options) {
         Ok(config) => config,
         Err(message) => {
@@ -291,6 +293,8 @@ fn literal_values(config: &Config, process_env: &[(String, String)]) -> BTreeMap
 }
 
 fn set_up_process() -> Result<(), String> {
+    // First, before the credentials are read: a job must never read them from our memory.
+    self_protection::make_non_dumpable()?;
     pid1::block_handled_signals()?;
     pid1::ignore_signals()?;
     if !pid1::is_pid1() {
