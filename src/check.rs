@@ -7,11 +7,10 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use crate::cli::{self, Options};
-use crate::config::{self, Config, ExpiryPolicy, JobSpec, RestartPolicy};
+use crate::config::{self, Config, ExpiryPolicy, JobSpec, RestartPolicy, duration};
 use crate::environment::{self, EnvPlan};
 use crate::identity::UserDb;
 use crate::signals;
-use crate::supervisor::machine::format_duration;
 
 /// The configuration file `options` select (SPEC 1 precedence).
 pub fn config_path(options: &Options) -> PathBuf {
@@ -55,8 +54,7 @@ pub fn run(options: &Options) -> u8 {
                 }
                 return 2;
             }
-            print!("{}", summary(&config, &plan, options.no_vault));
-            0
+            cli::print_stdout(&summary(&config, &plan, options.no_vault), 0)
         }
         Err(message) => {
             eprintln!("{message}");
@@ -148,7 +146,7 @@ fn describe_job(job: &JobSpec) -> String {
         text,
         " | kill-signal {} | stop-timeout {}",
         signals::name_of(job.kill_signal as i32),
-        format_duration(job.stop_timeout)
+        duration::format(job.stop_timeout)
     );
     if job.kind == config::JobKind::Main {
         let restart = match job.restart {

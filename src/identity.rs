@@ -108,8 +108,17 @@ impl UserDb {
         };
         if user_part.is_empty() || group_part.is_some_and(|g| g.is_empty() || g.contains(':')) {
             return Err(format!(
-                "\"{run_as}\" is not a valid run-as; use \"user\", \"user:group\" or numeric ids like \"1000:1000\""
+                "{} is not a valid run-as; use \"user\", \"user:group\" or numeric ids like \"1000:1000\"",
+                crate::config::quoted(run_as)
             ));
+        }
+        // (uid_t)-1 means "leave unchanged" to the kernel: the job would keep our identity.
+        for (what, part) in [("uid", Some(user_part)), ("gid", group_part)] {
+            if part == Some("4294967295") {
+                return Err(format!(
+                    "{what} 4294967295 is not a usable id (the kernel reads it as \"no change\"); use a real {what}"
+                ));
+            }
         }
         let user = match user_part.parse::<u32>() {
             Ok(uid) => self.users.iter().find(|u| u.uid == uid).cloned().ok_or(uid),
@@ -117,7 +126,8 @@ impl UserDb {
                 Some(u) => Ok(u.clone()),
                 None => {
                     return Err(format!(
-                        "user \"{user_part}\" does not exist in /etc/passwd; create it or use a numeric uid"
+                        "user {} does not exist in /etc/passwd; create it or use a numeric uid",
+                        crate::config::quoted(user_part)
                     ));
                 }
             },
@@ -130,7 +140,8 @@ impl UserDb {
                     Some(grp) => grp.gid,
                     None => {
                         return Err(format!(
-                            "group \"{g}\" does not exist in /etc/group; create it or use a numeric gid"
+                            "group {} does not exist in /etc/group; create it or use a numeric gid",
+                            crate::config::quoted(g)
                         ));
                     }
                 },

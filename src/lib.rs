@@ -15,4 +15,5 @@ pub mod signals;
 pub mod spawn;
 pub mod supervisor;
 pub mod template;
+pub mod time;
 pub mod vault;

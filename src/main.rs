@@ -15,18 +15,11 @@ fn main() -> ExitCode {
         }
     };
     let code = match command {
-        Command::Help => {
-            println!("{}", cli::USAGE);
-            0
-        }
+        Command::Help => cli::print_stdout(&format!("{}\n", cli::USAGE), 0),
         Command::Version => {
-            println!("simplevisor {}", env!("CARGO_PKG_VERSION"));
-            0
+            cli::print_stdout(&format!("simplevisor {}\n", env!("CARGO_PKG_VERSION")), 0)
         }
-        Command::Schema => {
-            println!("{}", config::file::schema());
-            0
-        }
+        Command::Schema => cli::print_stdout(&format!("{}\n", config::file::schema()), 0),
         Command::Check(options) => check::run(&options),
         Command::Run(options) => supervisor::run(&options),
     };

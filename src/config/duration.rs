@@ -1,14 +1,18 @@
 //! Duration strings: a number and a unit (`ms`, `s`, `m`, `h`), repeated: `"500ms"`, `"10s"`,
-//! `"1.5s"`, `"2m"`, `"1m30s"`.
+//! `"1.5s"`, `"2m"`, `"1m30s"`; and the same form back for messages ([`format`]).
 
 use std::time::Duration;
+
+/// The longest duration a configuration may give (`8760h`). Anything longer is surely a mistake,
+/// and keeping every duration this short keeps all time arithmetic far from overflow.
+pub const MAX: Duration = Duration::from_secs(365 * 24 * 3600);
 
 const HELP: &str =
     "use a number with a unit: \"500ms\", \"10s\", \"1.5s\", \"2m\", \"1h\", \"1m30s\"";
 
 /// Parses a duration string; the error says what is accepted.
 pub fn parse(text: &str) -> Result<Duration, String> {
-    let bad = || format!("\"{text}\" is not a duration; {HELP}");
+    let bad = || format!("{} is not a duration; {HELP}", super::quoted(text));
     if text.is_empty() {
         return Err(bad());
     }
@@ -36,7 +40,28 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         rest = &rest[unit_len..];
         total += number * scale;
     }
-    Duration::try_from_secs_f64(total).map_err(|_| bad())
+    let duration = Duration::try_from_secs_f64(total).map_err(|_| bad())?;
+    if duration > MAX {
+        return Err(format!(
+            "{} is longer than a year (8760h), the longest duration allowed",
+            super::quoted(text)
+        ));
+    }
+    Ok(duration)
+}
+
+/// A duration as a config would write it: `500ms`, `10s`, `2m`, `1.5s`.
+pub fn format(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms.is_multiple_of(60_000) {
+        format!("{}m", ms / 60_000)
+    } else if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{}s", d.as_secs_f64())
+    }
 }
 
 #[cfg(test)]
@@ -53,6 +78,40 @@ mod tests {
         assert_eq!(ms("1h"), 3_600_000);
         assert_eq!(ms("1m30s"), 90_000);
         assert_eq!(ms("0s"), 0);
+    }
+
+    #[test]
+    fn format_round_trips_through_parse() {
+        for ms in [
+            0, 1, 250, 999, 1000, 1500, 10_000, 59_999, 60_000, 90_500, 3_600_000,
+        ] {
+            let d = Duration::from_millis(ms);
+            assert_eq!(parse(&format(d)), Ok(d), "{ms} ms as {}", format(d));
+        }
+        assert_eq!(format(Duration::from_millis(120_000)), "2m");
+        assert_eq!(format(Duration::from_millis(1500)), "1.5s");
+    }
+
+    #[test]
+    fn longer_than_a_year_is_refused_and_huge_numbers_never_overflow() {
+        assert_eq!(parse("8760h"), Ok(MAX));
+        for long in [
+            "8761h",
+            "9223372036854775807s",
+            "1e400s",
+            "99999999999999999999999h",
+        ] {
+            let err = parse(long).unwrap_err();
+            assert!(
+                err.contains("longer than a year") || err.contains("is not a duration"),
+                "{long}: {err}"
+            );
+        }
+        assert!(
+            parse("9223372036854775807s")
+                .unwrap_err()
+                .contains("longer than a year")
+        );
     }
 
     #[test]

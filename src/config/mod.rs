@@ -139,6 +139,25 @@ impl Default for VaultSettings {
     }
 }
 
+/// How many characters of a key or value an error message quotes: a 10 MB key must not make a
+/// 10 MB message.
+const QUOTE_LIMIT: usize = 100;
+
+/// `text` in double quotes for an error message, control characters escaped, cut after
+/// [`QUOTE_LIMIT`] characters with a note of its full length.
+pub fn quoted(text: &str) -> String {
+    let mut out = String::from("\"");
+    let mut chars = text.chars();
+    for c in chars.by_ref().take(QUOTE_LIMIT) {
+        out.extend(c.escape_debug());
+    }
+    out.push('"');
+    if chars.next().is_some() {
+        out.push_str(&format!("... ({} bytes in all)", text.len()));
+    }
+    out
+}
+
 /// One semantic problem, located by the JSON path of the offending key
 /// (`jobs.main[1].kill-signal`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,6 +181,9 @@ impl fmt::Display for Problem {
     }
 }
 
+/// An absurd config can hold thousands of mistakes; the first hundred are enough to act on.
+const MAX_PROBLEMS_SHOWN: usize = 100;
+
 /// Why a configuration could not be loaded. Every variant is an exit with status 2.
 #[derive(Debug)]
 pub enum ConfigError {
@@ -170,6 +192,8 @@ pub enum ConfigError {
         file: PathBuf,
         error: std::io::Error,
     },
+    /// The file is larger than [`MAX_FILE_SIZE`](validate::MAX_FILE_SIZE).
+    TooLarge { file: PathBuf },
     /// The file is not valid JSON (1-based line and column).
     Syntax {
         file: PathBuf,
@@ -190,6 +214,11 @@ impl fmt::Display for ConfigError {
             ConfigError::Read { file, error } => {
                 write!(f, "cannot read config file {}: {error}", file.display())
             }
+            ConfigError::TooLarge { file } => write!(
+                f,
+                "{}: the config file is larger than 1 MiB; a configuration is a few KiB (is this the right file?)",
+                file.display()
+            ),
             ConfigError::Syntax {
                 file,
                 line,
@@ -207,8 +236,15 @@ impl fmt::Display for ConfigError {
                     file.display(),
                     problems.len()
                 )?;
-                for p in problems {
+                for p in problems.iter().take(MAX_PROBLEMS_SHOWN) {
                     write!(f, "\n  {p}")?;
+                }
+                if problems.len() > MAX_PROBLEMS_SHOWN {
+                    write!(
+                        f,
+                        "\n  ... and {} more (fix these first)",
+                        problems.len() - MAX_PROBLEMS_SHOWN
+                    )?;
                 }
                 Ok(())
             }

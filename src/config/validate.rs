@@ -5,6 +5,7 @@
 //! walk reports every unknown key, wrong type and bad value in one go.
 
 use std::collections::BTreeMap;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -13,26 +14,73 @@ use serde_json::{Map, Value};
 use super::file::{BACKOFF_KEYS, ENV_KEYS, JOB_KEYS, JOBS_KEYS, TOP_KEYS, VAULT_KEYS};
 use super::{
     BackoffSettings, Config, ConfigError, EnvSettings, ExpiryPolicy, JobKind, JobSpec, LogFormat,
-    Problem, RestartPolicy, VaultSettings, duration,
+    Problem, RestartPolicy, VaultSettings, duration, quoted,
 };
 use crate::identity::UserDb;
 use crate::signals;
 
+/// The largest configuration file read; larger ones are refused without reading further
+/// (`--config /dev/zero` must fail at once, not fill memory).
+pub const MAX_FILE_SIZE: u64 = 1024 * 1024;
+
+/// Longest job name: it is the `process` field of every record of the job.
+const MAX_NAME: usize = 128;
+
 /// Reads, parses and validates the configuration file at `file`.
 pub fn load(file: &Path, users: &UserDb) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(file).map_err(|error| ConfigError::Read {
+    let read_error = |error| ConfigError::Read {
         file: file.to_path_buf(),
         error,
-    })?;
-    parse(&text, file, users)
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(file)
+        .and_then(|f| f.take(MAX_FILE_SIZE + 1).read_to_end(&mut bytes))
+        .map_err(read_error)?;
+    if bytes.len() as u64 > MAX_FILE_SIZE {
+        return Err(ConfigError::TooLarge {
+            file: file.to_path_buf(),
+        });
+    }
+    parse_bytes(&bytes, file, users)
+}
+
+/// Validates the bytes of a configuration file (`file` is only used in messages).
+pub fn parse_bytes(bytes: &[u8], file: &Path, users: &UserDb) -> Result<Config, ConfigError> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => parse(text, file, users),
+        Err(error) => {
+            let (line, column) = position_of(bytes, error.valid_up_to());
+            Err(ConfigError::Syntax {
+                file: file.to_path_buf(),
+                line,
+                column,
+                message: "invalid UTF-8 (save the file as UTF-8)".into(),
+            })
+        }
+    }
+}
+
+/// The 1-based line and column (in characters) of byte `offset` of valid UTF-8 `bytes[..offset]`.
+fn position_of(bytes: &[u8], offset: usize) -> (usize, usize) {
+    let before = &bytes[..offset];
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let line = 1 + before.iter().filter(|&&b| b == b'\n').count();
+    let column = 1 + String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count();
+    (line, column)
 }
 
 /// Validates the text of a configuration file (`file` is only used in messages).
 pub fn parse(text: &str, file: &Path, users: &UserDb) -> Result<Config, ConfigError> {
     let root: Value = serde_json::from_str(text).map_err(|error| ConfigError::Syntax {
         file: file.to_path_buf(),
-        line: error.line(),
-        column: error.column(),
+        // serde_json reports column 0 at the start of a line (and for an empty file).
+        line: error.line().max(1),
+        column: error.column().max(1),
         message: syntax_message(&error),
     })?;
     let mut v = Validator {
@@ -105,7 +153,8 @@ impl Validator<'_> {
                 self.problem(
                     &join(path, key),
                     format!(
-                        "unknown key \"{key}\"; {hint}valid keys here: {}",
+                        "unknown key {}; {hint}valid keys here: {}",
+                        quoted(key),
                         known.join(", ")
                     ),
                 );
@@ -201,7 +250,7 @@ impl Validator<'_> {
                 let names: Vec<String> = choices.iter().map(|(n, _)| format!("\"{n}\"")).collect();
                 self.problem(
                     &join(path, key),
-                    format!("\"{text}\" is not one of {}", names.join(", ")),
+                    format!("{} is not one of {}", quoted(&text), names.join(", ")),
                 );
                 default
             }
@@ -277,7 +326,7 @@ impl Validator<'_> {
                 if name.is_empty() || name.contains('=') || name.contains('\0') {
                     self.problem(
                         &format!("env.{key}[{i}]"),
-                        format!("\"{name}\" is not a valid variable name"),
+                        format!("{} is not a valid variable name", quoted(name)),
                     );
                 }
             }
@@ -421,6 +470,14 @@ impl Validator<'_> {
                 } else if cmd.first().is_some_and(String::is_empty) {
                     self.problem(&format!("{path}.cmd[0]"), "the program must not be empty");
                 }
+                for (i, arg) in cmd.iter().enumerate() {
+                    if arg.contains('\0') {
+                        self.problem(
+                            &format!("{path}.cmd[{i}]"),
+                            "must not contain a NUL byte (a program cannot receive one)",
+                        );
+                    }
+                }
                 cmd
             }
         };
@@ -428,18 +485,44 @@ impl Validator<'_> {
             let program = cmd.first().map(String::as_str).unwrap_or("");
             program.rsplit('/').next().unwrap_or(program).to_string()
         });
-        if map.contains_key("name") && name.is_empty() {
-            self.problem(&join(path, "name"), "must not be empty");
+        if map.contains_key("name") {
+            if name.is_empty() {
+                self.problem(&join(path, "name"), "must not be empty");
+            } else if name.len() > MAX_NAME {
+                self.problem(
+                    &join(path, "name"),
+                    format!(
+                        "{} is longer than {MAX_NAME} bytes; choose a short name",
+                        quoted(&name)
+                    ),
+                );
+            } else if name.chars().any(char::is_control) {
+                self.problem(
+                    &join(path, "name"),
+                    format!(
+                        "{} holds a control character; use printable characters only",
+                        quoted(&name)
+                    ),
+                );
+            }
         }
         let kill_signal = match self.string(map, path, "kill-signal") {
             None => nix::sys::signal::Signal::SIGTERM,
             Some(text) => match signals::parse_name(&text) {
+                Some(nix::sys::signal::Signal::SIGSTOP) => {
+                    self.problem(
+                        &join(path, "kill-signal"),
+                        "STOP cannot stop a job, it only pauses it; use TERM, INT, QUIT or KILL",
+                    );
+                    nix::sys::signal::Signal::SIGTERM
+                }
                 Some(signal) => signal,
                 None => {
                     self.problem(
                         &join(path, "kill-signal"),
                         format!(
-                            "unknown signal \"{text}\"; valid names: {}",
+                            "unknown signal {}; valid names: {}",
+                            quoted(&text),
                             signals::valid_names().join(", ")
                         ),
                     );
@@ -449,6 +532,10 @@ impl Validator<'_> {
         };
         let run_as = match self.string(map, path, "run-as") {
             None => None,
+            Some(text) if text.contains('\0') => {
+                self.problem(&join(path, "run-as"), "must not contain a NUL byte");
+                None
+            }
             Some(text) => match self.users.resolve(&text) {
                 Ok(identity) => Some(identity),
                 Err(message) => {
@@ -460,6 +547,10 @@ impl Validator<'_> {
         let workdir = match self.string(map, path, "workdir") {
             Some(dir) if dir.is_empty() => {
                 self.problem(&join(path, "workdir"), "must not be empty");
+                None
+            }
+            Some(dir) if dir.contains('\0') => {
+                self.problem(&join(path, "workdir"), "must not contain a NUL byte");
                 None
             }
             other => other.map(PathBuf::from),
@@ -533,8 +624,8 @@ impl Validator<'_> {
                 self.problem(
                     &path,
                     format!(
-                        "duplicate job name \"{}\" (also used by {first}); names must be unique, set \"name\" on one of them",
-                        job.name
+                        "duplicate job name {} (also used by {first}); names must be unique, set \"name\" on one of them",
+                        quoted(&job.name)
                     ),
                 );
             } else {
@@ -544,9 +635,16 @@ impl Validator<'_> {
     }
 }
 
+/// The JSON path of `key` in the object at `path`; a key too long to quote is cut there too.
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() || path == "(top level)" {
+    let key = if key.chars().count() > 100 {
+        let cut: String = key.chars().take(100).collect();
+        format!("{cut}...")
+    } else {
         key.to_string()
+    };
+    if path.is_empty() || path == "(top level)" {
+        key
     } else {
         format!("{path}.{key}")
     }

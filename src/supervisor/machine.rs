@@ -8,8 +8,9 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::config::{BackoffSettings, JobSpec, RestartPolicy};
+use crate::config::{BackoffSettings, JobSpec, RestartPolicy, duration};
 use crate::signals;
+use crate::time::later;
 
 use super::backoff::Backoff;
 
@@ -435,7 +436,7 @@ impl Machine {
                     signal: policy.kill_signal,
                 });
                 Stop {
-                    kill_at: now + policy.stop_timeout,
+                    kill_at: later(now, policy.stop_timeout),
                     killed: false,
                 }
             }
@@ -513,11 +514,13 @@ impl Machine {
         };
         if restart {
             let delay = entry.backoff.next_delay(ran);
-            entry.run = Run::Waiting { until: now + delay };
+            entry.run = Run::Waiting {
+                until: later(now, delay),
+            };
             actions.push(Action::Info(format!(
                 "restarting job {} in {} (attempt {})",
                 entry.policy.name,
-                format_duration(delay),
+                duration::format(delay),
                 entry.backoff.attempt()
             )));
             return;
@@ -635,7 +638,7 @@ impl Machine {
             && pid > 0
         {
             *stop = Some(Stop {
-                kill_at: now + entry.policy.stop_timeout,
+                kill_at: later(now, entry.policy.stop_timeout),
                 killed: false,
             });
             actions.push(Action::SignalGroup {
@@ -683,7 +686,7 @@ impl Machine {
                     actions.push(Action::Error(format!(
                         "job {} did not stop within {}; sending KILL to its process group",
                         policy.name,
-                        format_duration(policy.stop_timeout)
+                        duration::format(policy.stop_timeout)
                     )));
                     self.kill_job(job, actions);
                 }
@@ -695,20 +698,6 @@ impl Machine {
     fn finish(&mut self, status: u8, actions: &mut Vec<Action>) {
         self.phase = Phase::Done;
         actions.push(Action::Exit(status));
-    }
-}
-
-/// `1.5s`, `250ms`, `2m`: how durations appear in records.
-pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else if ms.is_multiple_of(60_000) {
-        format!("{}m", ms / 60_000)
-    } else if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{}s", d.as_secs_f64())
     }
 }
 

@@ -12,7 +12,7 @@ pub mod reaper;
 pub mod self_protection;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use std::os::fd::AsFd;
 
@@ -140,7 +140,7 @@ fn supervise(
             }
         };
     if let Some(session) = session {
-        session.stop(Instant::now() + REVOKE_BUDGET);
+        session.stop(crate::time::from_now(REVOKE_BUDGET));
     }
     status
 }

@@ -5,6 +5,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::time::{FAR, later};
+
 /// Never try again sooner than this after a failure: a broken Vault sees at most one request
 /// per second per lease.
 pub const MIN_RETRY: Duration = Duration::from_secs(1);
@@ -54,11 +56,13 @@ impl Tracked {
     }
 
     fn grant(&mut self, now: Instant, ttl: Duration, renewable: bool) {
-        self.expires_at = now + ttl;
+        // A TTL is Vault's number: keep the arithmetic below (the margin) meaningful.
+        let ttl = ttl.min(FAR);
+        self.expires_at = later(now, ttl);
         self.granted = ttl;
         self.margin = self.margin.max(ttl / 10);
         self.renewable = renewable;
-        self.next_attempt = now + ttl * 2 / 3;
+        self.next_attempt = later(now, ttl / 3 * 2);
         self.failures = 0;
     }
 
@@ -107,7 +111,7 @@ impl Tracked {
         let before_expiry = self.expiring_at().saturating_duration_since(now) / 2;
         let delay =
             retry_delay(self.failures, MIN_RETRY, MAX_RETRY).min(before_expiry.max(MIN_RETRY));
-        self.next_attempt = now + delay;
+        self.next_attempt = later(now, delay);
         delay
     }
 }
@@ -224,6 +228,16 @@ mod tests {
         assert_eq!(lease.failed(t0 + secs(70.0)), secs(10.0));
         assert_eq!(lease.failed(t0 + secs(80.0)), secs(5.0));
         assert_eq!(lease.failed(t0 + secs(89.0)), secs(1.0));
+    }
+
+    #[test]
+    fn an_absurd_ttl_from_vault_never_overflows() {
+        let t0 = Instant::now();
+        let mut lease = Tracked::new(t0, Duration::MAX, true).unwrap();
+        assert_eq!(lease.due(t0 + secs(3600.0)), Due::Nothing);
+        lease.renewed(t0, Duration::from_secs(u64::MAX), true);
+        lease.failed(t0);
+        assert!(lease.wake_at() > t0);
     }
 
     #[test]

@@ -130,7 +130,7 @@ impl Session {
     ) -> Result<Session, StartError> {
         let client = Client::from_env(process_env).map_err(StartError::Config)?;
         let credentials = Credentials::from_env(process_env).map_err(StartError::Config)?;
-        let deadline = Instant::now() + settings.startup_timeout;
+        let deadline = crate::time::from_now(settings.startup_timeout);
         let how = match credentials {
             Credentials::Token(_) => "with VAULT_TOKEN".to_string(),
             Credentials::AppRole { .. } => {

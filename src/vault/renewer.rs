@@ -238,7 +238,7 @@ impl<L: Log> Renewer<L> {
         &mut self,
         token_expired: bool,
     ) -> Result<(BTreeMap<String, String>, VaultInjection), String> {
-        let deadline = Instant::now() + self.settings.startup_timeout;
+        let deadline = crate::time::from_now(self.settings.startup_timeout);
         if token_expired {
             if !self.credentials.creates_token() {
                 return Err(
