@@ -40,6 +40,7 @@ pub const VAULT_KEYS: &[&str] = &[
     "on-lease-expiry",
     "revoke-on-exit",
     "startup-timeout",
+    "request-timeout",
 ];
 
 const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
@@ -120,7 +121,8 @@ fn schema_value() -> Value {
                     "approle-mount": {"type": "string", "description": "default approle"},
                     "on-lease-expiry": {"enum": ["exit", "restart"], "description": "default exit"},
                     "revoke-on-exit": {"type": "boolean", "description": "default true"},
-                    "startup-timeout": duration("how long to retry an unreachable Vault at start; default 30s")
+                    "startup-timeout": duration("how long to retry an unreachable Vault at start; default 30s"),
+                    "request-timeout": duration("the longest one request to Vault may take; default 10s")
                 }
             }
         }

@@ -123,6 +123,8 @@ pub struct VaultSettings {
     pub on_lease_expiry: ExpiryPolicy,
     pub revoke_on_exit: bool,
     pub startup_timeout: Duration,
+    /// The longest one request may take (a Vault that accepts but never answers).
+    pub request_timeout: Duration,
 }
 
 impl Default for VaultSettings {
@@ -135,6 +137,7 @@ impl Default for VaultSettings {
             on_lease_expiry: ExpiryPolicy::Exit,
             revoke_on_exit: true,
             startup_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(10),
         }
     }
 }

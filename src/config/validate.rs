@@ -394,6 +394,13 @@ impl Validator<'_> {
         let db_mount = mount(self, "db-mount", &defaults.db_mount);
         let aws_mount = mount(self, "aws-mount", &defaults.aws_mount);
         let approle_mount = mount(self, "approle-mount", &defaults.approle_mount);
+        let request_timeout = self.duration(map, path, "request-timeout", defaults.request_timeout);
+        if request_timeout < Duration::from_millis(100) {
+            self.problem(
+                "vault.request-timeout",
+                "must be at least 100ms (no answer from Vault arrives sooner)",
+            );
+        }
         VaultSettings {
             kv_mount,
             db_mount,
@@ -413,6 +420,7 @@ impl Validator<'_> {
                 .bool(map, path, "revoke-on-exit")
                 .unwrap_or(defaults.revoke_on_exit),
             startup_timeout: self.duration(map, path, "startup-timeout", defaults.startup_timeout),
+            request_timeout,
         }
     }
 

@@ -451,6 +451,9 @@ impl<'a> EventLoop<'a> {
                 VaultEvent::Expiring(what) => Event::Fatal {
                     reason: format!("{what} is about to expire (on-lease-expiry: exit); stopping"),
                 },
+                VaultEvent::Revoked(what) => Event::Fatal {
+                    reason: format!("{what} was revoked (on-lease-expiry: exit); stopping"),
+                },
                 VaultEvent::Fatal(reason) => Event::Fatal { reason },
                 refreshed @ VaultEvent::Refreshed { .. } => {
                     let Some(link) = self.vault.as_mut() else {

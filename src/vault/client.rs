@@ -10,9 +10,10 @@ use serde_json::Value;
 use ureq::Agent;
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 
+use super::Log;
 use super::lease::retry_delay;
 
-/// The longest any single request may take; callers with a deadline pass less.
+/// The longest a single request may take unless `vault.request-timeout` says otherwise.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Vault's answers are small JSON objects; anything larger is not a Vault answer.
@@ -70,6 +71,8 @@ pub struct Client {
     /// `VAULT_ADDR` without a trailing `/`.
     addr: String,
     namespace: Option<String>,
+    /// The longest any single request may take; callers with a deadline pass less.
+    request_timeout: Duration,
 }
 
 /// The value of `name` in `env`; empty counts as unset, as in the Vault CLI.
@@ -120,7 +123,19 @@ impl Client {
             agent: Agent::new_with_config(config),
             addr: addr.trim_end_matches('/').to_string(),
             namespace: env_var(env, "VAULT_NAMESPACE").map(str::to_string),
+            request_timeout: REQUEST_TIMEOUT,
         })
+    }
+
+    /// Sets `vault.request-timeout`.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Client {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// The longest any single request may take.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
     }
 
     /// `VAULT_ADDR` as given (without a trailing `/`).
@@ -138,7 +153,7 @@ impl Client {
         timeout: Duration,
     ) -> Result<Value, RequestError> {
         let url = format!("{}/v1/{}", self.addr, path);
-        let timeout = Some(timeout.min(REQUEST_TIMEOUT));
+        let timeout = Some(timeout.min(self.request_timeout));
         let mut headers: Vec<(&str, &str)> = Vec::with_capacity(2);
         if let Some(token) = token {
             headers.push(("X-Vault-Token", token));
@@ -202,9 +217,12 @@ fn error_list(body: &str) -> String {
     let Some(errors) = value.get("errors").and_then(Value::as_array) else {
         return String::new();
     };
+    // Vault wraps plugin errors in multi-line text ("1 error occurred:\n\t* ..."): one line
+    // reads better in a record.
     errors
         .iter()
         .filter_map(Value::as_str)
+        .map(|error| error.split_whitespace().collect::<Vec<_>>().join(" "))
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -237,24 +255,42 @@ fn read_ca_file(path: &str) -> Result<RootCerts, String> {
     Ok(RootCerts::Specific(Arc::new(certs)))
 }
 
-/// Runs `attempt` (given its request timeout) until it succeeds, fails for good, or
-/// `deadline` passes: transient failures are retried after 0.25 s, 0.5 s, ... up to 5 s.
+/// The last attempt of a start-up retry comes this long before the deadline, so that its
+/// failure is reported by the deadline, not after it.
+const LAST_ATTEMPT_MARGIN: Duration = Duration::from_millis(100);
+
+/// Runs `attempt` (given its request timeout) until it succeeds, fails for good, or `deadline`
+/// passes: transient failures are retried after 0.25 s, 0.5 s, ... up to 5 s between attempts,
+/// the last attempt just before the deadline. Each failed attempt is a record naming `what`
+/// was tried, the attempt number, the reason and the next delay (never a secret: reasons are
+/// transport errors and Vault's error lists).
 pub fn retrying<T>(
     deadline: Instant,
+    what: &str,
+    log: &dyn Log,
     mut attempt: impl FnMut(Duration) -> Result<T, RequestError>,
 ) -> Result<T, RequestError> {
-    let mut failures = 0;
+    let mut failures: u32 = 0;
     loop {
-        // Even past the deadline one attempt is made, with a short timeout.
+        // Even at the deadline one attempt is made, with a short timeout.
         let timeout = time_left(deadline).max(Duration::from_secs(1));
         match attempt(timeout) {
             Err(error) if error.is_transient() => {
-                failures += 1;
-                let delay =
-                    retry_delay(failures, Duration::from_millis(250), Duration::from_secs(5));
-                if Instant::now() + delay >= deadline {
+                failures = failures.saturating_add(1);
+                let left = time_left(deadline);
+                if left <= LAST_ATTEMPT_MARGIN {
+                    log.error(&format!(
+                        "vault: {what}: attempt {failures} failed: {error}; giving up (startup-timeout reached)"
+                    ));
                     return Err(error);
                 }
+                let delay =
+                    retry_delay(failures, Duration::from_millis(250), Duration::from_secs(5))
+                        .min(left - LAST_ATTEMPT_MARGIN);
+                log.error(&format!(
+                    "vault: {what}: attempt {failures} failed: {error}; next attempt in {}",
+                    crate::config::duration::format(delay)
+                ));
                 std::thread::sleep(delay);
             }
             other => return other,

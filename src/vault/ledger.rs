@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::Log;
-use super::client::{Client, Method, REQUEST_TIMEOUT, time_left};
+use super::client::{Client, Method, time_left};
 use super::login::revoke_self;
 
 /// One lease to revoke on exit.
@@ -115,7 +115,7 @@ pub fn revoke_all(client: &Client, ledger: &Ledger, deadline: Instant, log: &dyn
         .iter()
         .filter(|l| lease_alive(l.retired_until, now))
     {
-        let timeout = time_left(deadline).min(REQUEST_TIMEOUT);
+        let timeout = time_left(deadline).min(client.request_timeout());
         if timeout < Duration::from_millis(10) {
             log.error("vault: stop deadline reached before every lease was revoked");
             return;
@@ -143,7 +143,7 @@ pub fn revoke_all(client: &Client, ledger: &Ledger, deadline: Instant, log: &dyn
         .iter()
         .filter(|t| t.own && alive(t.retired_until, now))
     {
-        let timeout = time_left(deadline).min(REQUEST_TIMEOUT);
+        let timeout = time_left(deadline).min(client.request_timeout());
         if timeout < Duration::from_millis(10) {
             log.error("vault: stop deadline reached before the token was revoked");
             return;

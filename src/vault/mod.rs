@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use client::{Client, retrying};
 use ledger::{HeldToken, Ledger};
 use login::Credentials;
-use renewer::{Command, Renewer, held, lock};
+use renewer::{Message, Renewer, held, lock};
 use secrets::fetch_all;
 
 use crate::config::VaultSettings;
@@ -33,7 +33,7 @@ use crate::mailbox::Mailbox;
 /// The renewer's stack, smaller than std's 2 MiB default. Measured with the TLS test: a debug
 /// build overflows at 128 KiB and runs at 256 KiB (rustls handshakes are the deepest part);
 /// twice that for margin costs no memory, since only touched pages are resident.
-const RENEWER_STACK: usize = 512 * 1024;
+pub(crate) const RENEWER_STACK: usize = 512 * 1024;
 /// How long `stop` waits for the renewer to finish a request in flight before revoking anyway.
 const RENEWER_JOIN: Duration = Duration::from_secs(1);
 /// The budget for revoking what was acquired when start-up fails half-way.
@@ -61,6 +61,9 @@ pub enum VaultEvent {
     /// A lease or the token is about to expire under `on-lease-expiry: exit`: stop and exit 1.
     /// The text says what expires (path or "token"), never a value.
     Expiring(String),
+    /// Vault said a lease or the token is gone (revoked) under `on-lease-expiry: exit`: stop
+    /// and exit 1.
+    Revoked(String),
     /// Under `on-lease-expiry: restart`: everything was fetched anew; rebuild the environment
     /// with these values and restart the main jobs one by one.
     Refreshed {
@@ -101,7 +104,8 @@ pub struct Session {
     client: Client,
     ledger: Arc<Mutex<Ledger>>,
     revoke_on_exit: bool,
-    commands: Sender<Command>,
+    /// The renewer thread's inbox.
+    renewer: Sender<Message>,
     /// Disconnected when the renewer thread has ended.
     finished: Receiver<()>,
     log: Box<dyn Log>,
@@ -128,7 +132,9 @@ impl Session {
         log: L,
         events: Mailbox<VaultEvent>,
     ) -> Result<Session, StartError> {
-        let client = Client::from_env(process_env).map_err(StartError::Config)?;
+        let client = Client::from_env(process_env)
+            .map_err(StartError::Config)?
+            .with_request_timeout(settings.request_timeout);
         let credentials = Credentials::from_env(process_env).map_err(StartError::Config)?;
         let deadline = crate::time::from_now(settings.startup_timeout);
         let how = match credentials {
@@ -138,7 +144,7 @@ impl Session {
             }
         };
         let issued = Instant::now();
-        let token = retrying(deadline, |timeout| {
+        let token = retrying(deadline, &format!("logging in {how}"), &log, |timeout| {
             login::login(&client, &credentials, &settings.approle_mount, timeout)
         })
         .map_err(|e| {
@@ -167,7 +173,15 @@ impl Session {
             stopping: false,
         }));
         let mut leases = Vec::new();
-        let fetched = fetch_all(&client, &token.value, settings, plan, deadline, &mut leases);
+        let fetched = fetch_all(
+            &client,
+            &token.value,
+            settings,
+            plan,
+            deadline,
+            &mut leases,
+            &log,
+        );
         lock(&ledger).leases.extend(leases.iter().map(held));
         let give_back = |message: String| {
             if settings.revoke_on_exit {
@@ -183,7 +197,7 @@ impl Session {
             leases.len()
         ));
 
-        let (commands, commands_rx) = mpsc::channel();
+        let (renewer_tx, renewer_rx) = mpsc::channel();
         let (finished_tx, finished) = mpsc::channel::<()>();
         let renewer = Renewer::new(
             client.clone(),
@@ -196,13 +210,14 @@ impl Session {
             &token,
             leases,
             issued,
+            renewer_tx.clone(),
         );
         std::thread::Builder::new()
             .name("vault".into())
             .stack_size(RENEWER_STACK)
             .spawn(move || {
                 let _finished = finished_tx;
-                renewer.run(commands_rx);
+                renewer.run(renewer_rx);
             })
             .map_err(|e| give_back(format!("vault: cannot start the renewer thread: {e}")))?;
         Ok(Session {
@@ -210,7 +225,7 @@ impl Session {
             client,
             ledger,
             revoke_on_exit: settings.revoke_on_exit,
-            commands,
+            renewer: renewer_tx,
             finished,
             log: Box::new(log),
         })
@@ -233,13 +248,13 @@ impl Session {
     /// The main jobs were restarted with the secrets of a [`VaultEvent::Refreshed`]: the
     /// renewer revokes the leases (and our old token) they replaced, in the background.
     pub fn revoke_superseded(&self) {
-        let _ = self.commands.send(Command::RevokeSuperseded);
+        let _ = self.renewer.send(Message::RevokeSuperseded);
     }
 
     /// Stops the renewer; with `revoke-on-exit`, revokes every lease (and the token if we
     /// logged in ourselves), giving up at `deadline`.
     pub fn stop(self, deadline: Instant) {
-        let _ = self.commands.send(Command::Stop);
+        let _ = self.renewer.send(Message::Stop);
         // A renewal in flight finishes within its timeout; revocation need not wait for it.
         let wait = RENEWER_JOIN.min(client::time_left(deadline));
         let _ = self.finished.recv_timeout(wait);

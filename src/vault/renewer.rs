@@ -1,16 +1,21 @@
 //! The renewer thread: renews the token (`renew-self`) and every renewable lease
 //! (`sys/leases/renew`) on the schedule of [`lease`](super::lease), logs each renewal and
-//! failure, and when something is about to expire either reports it (`on-lease-expiry: exit`)
-//! or logs in again if needed and fetches everything anew (`restart`).
+//! failure, and when something is about to expire, or Vault says it is gone, either reports it
+//! (`on-lease-expiry: exit`) or logs in again if needed and fetches everything anew (`restart`).
+//!
+//! The thread never waits on a renewal itself: each one runs on a short-lived thread of its own
+//! (bounded by the request timeout) and reports back through the renewer's inbox. So a Vault
+//! that accepts connections but never answers delays no other renewal, and an expiry is acted
+//! on at its time whatever is still in flight.
 
 use std::collections::BTreeMap;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::client::{Client, Method, REQUEST_TIMEOUT, RequestError, retrying};
+use super::client::{Client, Method, RequestError, retrying};
 use super::lease::{Due, Tracked};
 use super::ledger::{HeldLease, HeldToken, Ledger, revoke_all};
 use super::login::{self, Credentials, Token};
@@ -30,6 +35,8 @@ struct Kept {
     /// When the lease expires, kept after `life` is dropped at expiry: a refresh retires the
     /// lease until then, so it can still be revoked.
     expires_at: Option<Instant>,
+    /// A renewal of it is on its way: no second one is sent meanwhile.
+    in_flight: bool,
 }
 
 /// Everything the renewer thread owns.
@@ -43,24 +50,63 @@ pub struct Renewer<L: Log> {
     pub log: L,
     token: String,
     token_life: Option<Tracked>,
+    token_in_flight: bool,
     kept: Vec<Kept>,
+    /// Where renewal threads send their outcome (the renewer's own inbox).
+    outbox: Sender<Message>,
 }
 
-/// What the supervisor asks of the renewer thread.
-pub enum Command {
+/// What reaches the renewer thread: the supervisor's requests and the outcome of renewals.
+pub enum Message {
     /// Stop renewing (the session is ending).
     Stop,
     /// The main jobs run with the refreshed secrets: give back what they replaced.
     RevokeSuperseded,
+    /// A renewal sent at `sent` came back.
+    Renewal {
+        subject: Subject,
+        sent: Instant,
+        outcome: Outcome,
+    },
 }
 
-/// What expired, for the expiry policy.
+/// What a renewal was for. An outcome for a token or lease since replaced is ignored.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Subject {
+    Token(String),
+    Lease(String),
+}
+
+/// How a renewal went.
+pub enum Outcome {
+    Renewed {
+        ttl: Duration,
+        renewable: bool,
+    },
+    /// Worth another attempt (Vault unreachable, slow, failing, or an unexpected answer).
+    Failed(RequestError),
+    /// Vault says the lease is gone (revoked, or unknown to it): renewing again cannot help.
+    LeaseGone(RequestError),
+    /// Vault says our token is gone (revoked): nothing can be renewed with it.
+    TokenGone(RequestError),
+}
+
+/// What ended, for the expiry policy.
 enum Expired {
     Token,
     Lease(String),
 }
 
-impl<L: Log> Renewer<L> {
+/// Why it ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// Less than a tenth of its TTL left and not renewed.
+    Expiring,
+    /// Vault said it is gone.
+    Revoked,
+}
+
+impl<L: Log + Clone> Renewer<L> {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         client: Client,
@@ -73,6 +119,7 @@ impl<L: Log> Renewer<L> {
         token: &Token,
         leases: Vec<Lease>,
         issued: Instant,
+        outbox: Sender<Message>,
     ) -> Self {
         Renewer {
             client,
@@ -84,21 +131,28 @@ impl<L: Log> Renewer<L> {
             log,
             token: token.value.clone(),
             token_life: Tracked::new(issued, token.ttl, token.renewable),
+            token_in_flight: false,
             kept: keep(leases, issued),
+            outbox,
         }
     }
 
-    /// Runs until `commands` says stop or its sender is dropped.
-    pub fn run(mut self, commands: Receiver<Command>) {
+    /// Runs until `inbox` says stop.
+    pub fn run(mut self, inbox: Receiver<Message>) {
         loop {
             self.tick();
             let wait = self
                 .wake_at()
                 .map_or(IDLE, |at| at.saturating_duration_since(Instant::now()));
-            match commands.recv_timeout(wait) {
+            match inbox.recv_timeout(wait) {
                 Err(RecvTimeoutError::Timeout) => {}
-                Ok(Command::RevokeSuperseded) => self.revoke_superseded(),
-                Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+                Ok(Message::RevokeSuperseded) => self.revoke_superseded(),
+                Ok(Message::Renewal {
+                    subject,
+                    sent,
+                    outcome,
+                }) => self.on_renewal(subject, sent, outcome),
+                Ok(Message::Stop) | Err(RecvTimeoutError::Disconnected) => return,
             }
         }
     }
@@ -117,65 +171,158 @@ impl<L: Log> Renewer<L> {
             }
             ledger.take_superseded()
         };
-        revoke_all(
-            &self.client,
-            &superseded,
-            Instant::now() + REQUEST_TIMEOUT,
-            &self.log,
-        );
+        // On a thread of its own: a Vault that hangs must not hold up expiry.
+        let client = self.client.clone();
+        let log = self.log.clone();
+        let spawned = std::thread::Builder::new()
+            .name("vault-revoke".into())
+            .stack_size(super::RENEWER_STACK)
+            .spawn(move || {
+                let deadline = crate::time::from_now(client.request_timeout());
+                revoke_all(&client, &superseded, deadline, &log);
+            });
+        if let Err(error) = spawned {
+            self.log.error(&format!(
+                "vault: cannot start a thread to revoke superseded leases: {error}; they expire at their TTL"
+            ));
+        }
     }
 
+    /// The next moment something is due. A renewal in flight has nothing due but its expiry.
     fn wake_at(&self) -> Option<Instant> {
-        self.token_life
+        let token = self
+            .token_life
+            .as_ref()
+            .map(|life| wake_at(life, self.token_in_flight));
+        let leases = self
+            .kept
             .iter()
-            .chain(self.kept.iter().filter_map(|k| k.life.as_ref()))
-            .map(Tracked::wake_at)
-            .min()
+            .filter_map(|k| k.life.as_ref().map(|life| wake_at(life, k.in_flight)));
+        token.into_iter().chain(leases).min()
     }
 
-    /// Does whatever is due now: renewals first, then at most one expiry.
+    /// Does whatever is due now: sends the renewals that are due, then acts on at most one
+    /// expiry.
     fn tick(&mut self) {
+        let now = Instant::now();
         let mut expired = None;
-        if let Some(life) = &mut self.token_life {
-            let now = Instant::now();
+        if let Some(life) = &self.token_life {
             match life.due(now) {
-                Due::Renew => match login::renew_self(&self.client, &self.token, REQUEST_TIMEOUT) {
-                    Ok((ttl, renewable)) => {
-                        life.renewed(now, ttl, renewable);
+                Due::Renew if !self.token_in_flight => {
+                    self.token_in_flight = true;
+                    self.send_renewal(Subject::Token(self.token.clone()), now);
+                }
+                Due::Expiring => {
+                    self.token_life = None;
+                    expired = Some(Expired::Token);
+                }
+                Due::Renew | Due::Nothing => {}
+            }
+        }
+        let mut due = Vec::new();
+        for kept in &mut self.kept {
+            let Some(life) = &kept.life else { continue };
+            match life.due(now) {
+                Due::Renew if !kept.in_flight => {
+                    kept.in_flight = true;
+                    due.push(Subject::Lease(kept.lease.id.clone()));
+                }
+                Due::Expiring if expired.is_none() => {
+                    kept.expires_at = Some(life.expires_at());
+                    kept.life = None;
+                    expired = Some(Expired::Lease(kept.lease.label.clone()));
+                }
+                Due::Renew | Due::Expiring | Due::Nothing => {}
+            }
+        }
+        for subject in due {
+            self.send_renewal(subject, now);
+        }
+        if let Some(expired) = expired {
+            self.on_expiry(expired, Ending::Expiring);
+        }
+    }
+
+    /// Starts one renewal on a thread of its own; its outcome comes back as a message.
+    fn send_renewal(&self, subject: Subject, sent: Instant) {
+        let client = self.client.clone();
+        let token = self.token.clone();
+        let outbox = self.outbox.clone();
+        let request = subject.clone();
+        let spawned = std::thread::Builder::new()
+            .name("vault-renew".into())
+            .stack_size(super::RENEWER_STACK)
+            .spawn(move || {
+                let outcome = match &request {
+                    Subject::Token(_) => renew_token(&client, &token),
+                    Subject::Lease(id) => renew_lease(&client, &token, id),
+                };
+                let _ = outbox.send(Message::Renewal {
+                    subject: request,
+                    sent,
+                    outcome,
+                });
+            });
+        if let Err(error) = spawned {
+            let _ = self.outbox.send(Message::Renewal {
+                subject,
+                sent,
+                outcome: Outcome::Failed(RequestError::Transport(format!(
+                    "cannot start a renewal thread: {error}"
+                ))),
+            });
+        }
+    }
+
+    /// A renewal came back: record the new TTL, schedule a retry, or act on a credential
+    /// that is gone.
+    fn on_renewal(&mut self, subject: Subject, sent: Instant, outcome: Outcome) {
+        let now = Instant::now();
+        match subject {
+            Subject::Token(token) => {
+                if token != self.token {
+                    return; // a token since replaced
+                }
+                self.token_in_flight = false;
+                let Some(life) = &mut self.token_life else {
+                    return; // already acted on its expiry
+                };
+                match outcome {
+                    Outcome::Renewed { ttl, renewable } => {
+                        life.renewed(sent, ttl, renewable);
                         self.log.info(&format!(
                             "vault: renewed the token (ttl {}s)",
                             ttl.as_secs()
                         ));
                     }
-                    Err(e) => {
+                    Outcome::Failed(e) => {
                         let delay = life.failed(now);
                         self.log.error(&format!(
                             "vault: renewing the token failed, next attempt in {}s: {e}",
                             delay.as_secs()
                         ));
                     }
-                },
-                Due::Expiring => {
-                    self.token_life = None;
-                    expired = Some(Expired::Token);
+                    Outcome::LeaseGone(e) | Outcome::TokenGone(e) => self.token_gone(&e),
                 }
-                Due::Nothing => {}
             }
-        }
-        for kept in &mut self.kept {
-            let Some(life) = &mut kept.life else { continue };
-            let now = Instant::now();
-            match life.due(now) {
-                Due::Renew => match renew_lease(&self.client, &self.token, &kept.lease.id) {
-                    Ok((ttl, renewable)) => {
-                        life.renewed(now, ttl, renewable);
+            Subject::Lease(id) => {
+                let Some(kept) = self.kept.iter_mut().find(|k| k.lease.id == id) else {
+                    return; // a lease since replaced
+                };
+                kept.in_flight = false;
+                let Some(life) = &mut kept.life else {
+                    return;
+                };
+                match outcome {
+                    Outcome::Renewed { ttl, renewable } => {
+                        life.renewed(sent, ttl, renewable);
                         self.log.info(&format!(
                             "vault: renewed the lease of {} (ttl {}s)",
                             kept.lease.label,
                             ttl.as_secs()
                         ));
                     }
-                    Err(e) => {
+                    Outcome::Failed(e) => {
                         let delay = life.failed(now);
                         self.log.error(&format!(
                             "vault: renewing the lease of {} failed, next attempt in {}s: {e}",
@@ -183,36 +330,53 @@ impl<L: Log> Renewer<L> {
                             delay.as_secs()
                         ));
                     }
-                },
-                Due::Expiring if expired.is_none() => {
-                    kept.expires_at = Some(life.expires_at());
-                    kept.life = None;
-                    expired = Some(Expired::Lease(kept.lease.label.clone()));
+                    Outcome::LeaseGone(e) => {
+                        kept.expires_at = Some(life.expires_at());
+                        kept.life = None;
+                        let label = kept.lease.label.clone();
+                        self.log.error(&format!(
+                            "vault: the lease of {label} was revoked or is unknown to Vault (renewal refused: {e})"
+                        ));
+                        self.on_expiry(Expired::Lease(label), Ending::Revoked);
+                    }
+                    Outcome::TokenGone(e) => self.token_gone(&e),
                 }
-                Due::Expiring | Due::Nothing => {}
             }
-        }
-        if let Some(expired) = expired {
-            self.on_expiry(expired);
         }
     }
 
-    fn on_expiry(&mut self, expired: Expired) {
+    fn token_gone(&mut self, error: &RequestError) {
+        self.token_life = None;
+        self.log.error(&format!(
+            "vault: the token was revoked (renewal refused: {error})"
+        ));
+        self.on_expiry(Expired::Token, Ending::Revoked);
+    }
+
+    fn on_expiry(&mut self, expired: Expired, ending: Ending) {
         let what = match &expired {
             Expired::Token => "token".to_string(),
             Expired::Lease(label) => label.clone(),
         };
+        let how = match ending {
+            Ending::Expiring => "is about to expire",
+            Ending::Revoked => "was revoked",
+        };
         match self.settings.on_lease_expiry {
             ExpiryPolicy::Exit => {
-                self.log.error(&format!(
-                    "vault: {what} is about to expire and cannot be renewed"
-                ));
-                self.events.send(VaultEvent::Expiring(what));
+                if ending == Ending::Expiring {
+                    self.log.error(&format!(
+                        "vault: {what} is about to expire and cannot be renewed"
+                    ));
+                }
+                self.events.send(match ending {
+                    Ending::Expiring => VaultEvent::Expiring(what),
+                    Ending::Revoked => VaultEvent::Revoked(what),
+                });
             }
             ExpiryPolicy::Restart => {
-                self.log.info(&format!(
-                    "vault: {what} is about to expire; fetching every secret anew"
-                ));
+                self.log
+                    .info(&format!("vault: {what} {how}; fetching every secret anew"));
                 match self.refresh(matches!(expired, Expired::Token)) {
                     Ok((values, injection)) => {
                         self.log.info("vault: fetched every secret anew");
@@ -242,12 +406,12 @@ impl<L: Log> Renewer<L> {
         if token_expired {
             if !self.credentials.creates_token() {
                 return Err(
-                    "the token from VAULT_TOKEN expires and cannot be renewed: cannot fetch anew"
+                    "the token given in VAULT_TOKEN is gone and simplevisor cannot log in again with it: cannot fetch anew"
                         .into(),
                 );
             }
             let issued = Instant::now();
-            let token = retrying(deadline, |timeout| {
+            let token = retrying(deadline, "logging in again", &self.log, |timeout| {
                 login::login(
                     &self.client,
                     &self.credentials,
@@ -268,6 +432,7 @@ impl<L: Log> Renewer<L> {
             );
             self.token = token.value;
             self.token_life = Tracked::new(issued, token.ttl, token.renewable);
+            self.token_in_flight = false;
         }
         let issued = Instant::now();
         let mut leases = Vec::new();
@@ -278,6 +443,7 @@ impl<L: Log> Renewer<L> {
             &self.plan,
             deadline,
             &mut leases,
+            &self.log,
         );
         {
             let expiry: BTreeMap<&str, Instant> = self
@@ -302,7 +468,7 @@ impl<L: Log> Renewer<L> {
                     stopping: true,
                 };
                 drop(ledger);
-                let deadline = Instant::now() + REQUEST_TIMEOUT;
+                let deadline = crate::time::from_now(self.client.request_timeout());
                 revoke_all(&self.client, &late, deadline, &self.log);
                 return Err("stopped while fetching anew".into());
             }
@@ -326,6 +492,7 @@ fn keep(leases: Vec<Lease>, issued: Instant) -> Vec<Kept> {
             life: Tracked::new(issued, lease.ttl, lease.renewable),
             lease,
             expires_at: None,
+            in_flight: false,
         })
         .collect()
 }
@@ -345,20 +512,58 @@ pub fn lock(ledger: &Mutex<Ledger>) -> std::sync::MutexGuard<'_, Ledger> {
     ledger.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// `sys/leases/renew`: the new TTL and whether it stays renewable.
-fn renew_lease(client: &Client, token: &str, id: &str) -> Result<(Duration, bool), RequestError> {
+/// When `life` next needs the renewer: its expiry only, while a renewal is in flight.
+fn wake_at(life: &Tracked, in_flight: bool) -> Instant {
+    if in_flight {
+        life.expiring_at()
+    } else {
+        life.wake_at()
+    }
+}
+
+/// `auth/token/renew-self`. A 403 means the token is gone (revoked, or expired meanwhile).
+fn renew_token(client: &Client, token: &str) -> Outcome {
+    match login::renew_self(client, token, client.request_timeout()) {
+        Ok((ttl, renewable)) => Outcome::Renewed { ttl, renewable },
+        Err(e @ RequestError::Status { code: 403, .. }) => Outcome::TokenGone(e),
+        Err(e) => Outcome::Failed(e),
+    }
+}
+
+/// `sys/leases/renew`. Vault answers 400 for a lease it does not know (revoked, or expired),
+/// and 403 when the token itself is gone, or lacks the permission: a lookup of the token
+/// tells which.
+fn renew_lease(client: &Client, token: &str, id: &str) -> Outcome {
+    let timeout = client.request_timeout();
     let answer = client.request(
         Method::Put,
         "sys/leases/renew",
         Some(token),
         Some(&json!({ "lease_id": id })),
-        REQUEST_TIMEOUT,
-    )?;
-    Ok((
-        login::seconds(answer.get("lease_duration")),
-        answer
-            .get("renewable")
-            .and_then(serde_json::Value::as_bool)
-            .unwrap_or(false),
-    ))
+        timeout,
+    );
+    match answer {
+        Ok(answer) => Outcome::Renewed {
+            ttl: login::seconds(answer.get("lease_duration")),
+            renewable: answer
+                .get("renewable")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false),
+        },
+        Err(e @ RequestError::Status { code: 400, .. }) => Outcome::LeaseGone(e),
+        Err(e @ RequestError::Status { code: 403, .. }) => {
+            match client.request(
+                Method::Get,
+                "auth/token/lookup-self",
+                Some(token),
+                None,
+                timeout,
+            ) {
+                Err(RequestError::Status { code: 403, .. }) => Outcome::TokenGone(e),
+                Ok(_) => Outcome::LeaseGone(e),
+                Err(_) => Outcome::Failed(e),
+            }
+        }
+        Err(e) => Outcome::Failed(e),
+    }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::Log;
 use super::client::{Client, Method, RequestError, retrying};
 use super::login::seconds;
 use crate::config::VaultSettings;
@@ -42,6 +43,7 @@ pub fn fetch_all(
     plan: &EnvPlan,
     deadline: Instant,
     leases: &mut Vec<Lease>,
+    log: &dyn Log,
 ) -> Result<BTreeMap<String, String>, String> {
     let mut fetched: BTreeMap<(SecretKind, &str), Value> = BTreeMap::new();
     let mut kv_version: Option<u8> = None;
@@ -55,7 +57,7 @@ pub fn fetch_all(
                 let version = match (reference.kind, kv_version) {
                     (SecretKind::Secret, None) => {
                         let version =
-                            detect_kv_version(client, token, &settings.kv_mount, deadline)
+                            detect_kv_version(client, token, &settings.kv_mount, deadline, log)
                                 .map_err(|e| {
                                     format!(
                                         "{variable}: {label}: cannot detect the KV version of \
@@ -69,7 +71,8 @@ pub fn fetch_all(
                     (_, version) => version.unwrap_or(1),
                 };
                 let path = api_path(settings, reference, version);
-                let answer = retrying(deadline, |timeout| {
+                let what = format!("reading {label} for {variable}");
+                let answer = retrying(deadline, &what, log, |timeout| {
                     client.request(Method::Get, &path, Some(token), None, timeout)
                 })
                 .map_err(|e| format!("{variable}: cannot read {label} ({path}): {e}"))?;
@@ -103,9 +106,11 @@ fn detect_kv_version(
     token: &str,
     mount: &str,
     deadline: Instant,
+    log: &dyn Log,
 ) -> Result<u8, RequestError> {
     let path = format!("sys/internal/ui/mounts/{mount}");
-    match retrying(deadline, |timeout| {
+    let what = format!("detecting the KV version of mount {mount}");
+    match retrying(deadline, &what, log, |timeout| {
         client.request(Method::Get, &path, Some(token), None, timeout)
     }) {
         Ok(answer) => {

@@ -142,6 +142,23 @@ impl Bao {
         }
     }
 
+    /// Freezes the server (SIGSTOP): connections are still accepted by the kernel, nothing is
+    /// answered until [`Bao::resume`].
+    pub fn pause(&self) {
+        self.send(libc::SIGSTOP);
+    }
+
+    pub fn resume(&self) {
+        self.send(libc::SIGCONT);
+    }
+
+    fn send(&self, signal: i32) {
+        if let Some(child) = &self.child {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(child.id() as i32, signal) };
+        }
+    }
+
     /// Starts a fresh server on the same port (empty again, root token `root`).
     pub fn restart(&mut self) {
         self.stop();

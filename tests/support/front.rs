@@ -2,9 +2,12 @@
 //! except:
 //! - `GET /v1/aws/creds/<role>`, answered in Vault's shape (OpenBao has no AWS engine), and the
 //!   revocation of those stub leases;
-//! - everything, while [`Front::set_broken`] is on: a 503 as from a sealed or failing Vault.
+//! - everything, while [`Front::set_broken`] is on: a 503 as from a sealed or failing Vault;
+//! - every connection, while [`Front::set_mode`] says so: reset at once, or accepted, read and
+//!   never answered (a black hole), as from a Vault behind a broken network.
 //!
-//! It counts the requests it sees, so tests can check the request rate simplevisor causes.
+//! It counts the connections and requests it sees, so tests can check the request rate
+//! simplevisor causes.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -14,8 +17,22 @@ use std::time::Duration;
 
 pub const AWS_LEASE_PREFIX: &str = "aws/creds/";
 
+/// What the front does with a new connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Serve it (forward, or play a broken Vault with [`Front::set_broken`]).
+    #[default]
+    Pass,
+    /// Reset it at once (TCP RST), as from a crashed Vault or a firewall.
+    Reset,
+    /// Read the request and never answer, holding the connection open.
+    BlackHole,
+}
+
 #[derive(Default)]
 struct State {
+    mode: Mutex<Mode>,
+    connections: AtomicUsize,
     broken: AtomicBool,
     /// Only requests whose path starts with this are broken (when set).
     broken_prefix: Mutex<Option<String>>,
@@ -60,6 +77,15 @@ impl Front {
         }
     }
 
+    pub fn set_mode(&self, mode: Mode) {
+        *self.state.mode.lock().unwrap() = mode;
+    }
+
+    /// Connections accepted so far, in every mode.
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
+    }
+
     pub fn set_broken(&self, broken: bool) {
         self.state.broken.store(broken, Ordering::SeqCst);
     }
@@ -90,8 +116,24 @@ impl Drop for Front {
 }
 
 fn serve(mut client: TcpStream, upstream: &str, state: &State) -> std::io::Result<()> {
+    state.connections.fetch_add(1, Ordering::SeqCst);
+    let mode = *state.mode.lock().unwrap();
+    if mode == Mode::Reset {
+        reset(client);
+        return Ok(());
+    }
     client.set_read_timeout(Some(Duration::from_secs(10)))?;
     let (head, body) = read_request(&mut client)?;
+    if mode == Mode::BlackHole {
+        // Hold it (unanswered) until the front goes away or a minute has passed.
+        for _ in 0..600 {
+            if state.stopping.load(Ordering::SeqCst) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        return Ok(());
+    }
     let request_line = head.lines().next().unwrap_or_default().to_string();
     let mut parts = request_line.split(' ');
     let method = parts.next().unwrap_or_default().to_string();
@@ -156,6 +198,26 @@ fn serve(mut client: TcpStream, upstream: &str, state: &State) -> std::io::Resul
     server.read_to_end(&mut answer)?;
     client.write_all(&answer)?;
     Ok(())
+}
+
+/// Closes `stream` with a TCP reset instead of an orderly close (SO_LINGER with a zero timeout).
+fn reset(stream: TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on a socket we own, with a correctly sized option value.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+    drop(stream);
 }
 
 /// The request head (up to the blank line) and its `Content-Length` body.

@@ -135,6 +135,38 @@ impl Postgres {
             == "1"
     }
 
+    /// Stops the server (fast, as a crash would); [`Postgres::start_again`] restarts it.
+    pub fn stop(&self) {
+        check(
+            "pg_ctl stop",
+            as_owner(self.bin.join("pg_ctl"))
+                .arg("-D")
+                .arg(self.dir.path().join("data"))
+                .args(["-m", "immediate", "-w", "stop"])
+                .output(),
+        );
+    }
+
+    /// Starts the stopped server again on its port.
+    pub fn start_again(&self) {
+        check(
+            "pg_ctl start",
+            as_owner(self.bin.join("pg_ctl"))
+                .arg("-D")
+                .arg(self.dir.path().join("data"))
+                .arg("-l")
+                .arg(self.dir.path().join("log"))
+                .arg("-o")
+                .arg(format!(
+                    "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+                    self.port,
+                    self.dir.path().display()
+                ))
+                .args(["-w", "-t", "30", "start"])
+                .output(),
+        );
+    }
+
     /// The `psql` binary (for jobs that log in).
     pub fn psql(&self) -> PathBuf {
         self.bin.join("psql")
