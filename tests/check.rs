@@ -74,9 +74,7 @@ fn the_program_is_looked_up_in_the_jobs_path_or_else_in_simplevisors() {
     // The job's own PATH (passed in env) finds it, although simplevisor's PATH would not.
     let config = dir.write(
         "own.json",
-        &format!(
-            r#"{{"env": {{"pass": ["PATH"]}}, "jobs": {{"main": [{{"cmd": ["only-here"]}}]}}}}"#
-        ),
+        r#"{"env": {"pass": ["PATH"]}, "jobs": {"main": [{"cmd": ["only-here"]}]}}"#,
     );
     let out = Command::new(BIN)
         .args(["check", "--no-vault", "--config", config.to_str().unwrap()])
