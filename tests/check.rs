@@ -113,3 +113,34 @@ fn warnings_do_not_hide_configuration_errors() {
     let out = check(config.to_str().unwrap(), "/usr/bin:/bin");
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }
+
+#[test]
+fn run_reports_every_unusable_vault_setting_as_check_does() {
+    let dir = TempDir::new("check");
+    let config = dir.write(
+        "c.json",
+        r#"{"env": {"vault-replace": ["DB_PASSWORD"]}, "jobs": {"main": [{"cmd": ["true"]}]}}"#,
+    );
+    let config = config.to_str().unwrap();
+    for command in ["check", "run"] {
+        let out = Command::new(BIN)
+            .args([command, "--config", config])
+            .env_remove("SIMPLEVISOR_CONFIG")
+            .env_remove("VAULT_ADDR")
+            .env_remove("VAULT_TOKEN")
+            .env_remove("VAULT_ROLE_ID")
+            .env_remove("VAULT_SECRET_ID")
+            .env("DB_PASSWORD", "db:app:Password")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{command}");
+        // check writes to stderr; run, whose output has started, writes records to stdout.
+        let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        for expected in ["VAULT_ADDR is not set", "no Vault login: set VAULT_TOKEN"] {
+            assert!(
+                said.contains(expected),
+                "{command}: missing {expected:?}: {said}"
+            );
+        }
+    }
+}
