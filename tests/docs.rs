@@ -10,8 +10,9 @@
 //!   path named in a file under examples/, resolves to a file inside the repository (and a
 //!   `#fragment` to a heading of the linked page).
 //!
-//! `run-as` users named by a configuration must exist (scripts/setup creates them, as root);
-//! when one is missing the configuration is skipped with a notice, or fails under `CI=true`.
+//! The users and groups a configuration's `run-as` names must exist: as root, this test creates
+//! the missing ones; otherwise the configuration is skipped with a notice, or fails under
+//! `CI=true`.
 
 mod harness;
 
@@ -20,9 +21,10 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use harness::{BIN, TempDir, require};
+use harness::{BIN, TempDir, is_root, require};
 use serde_json::Value;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -114,26 +116,76 @@ fn names_in_file(file: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// Whether every user and group named by a `run-as` of `config` exists; says which do not.
-fn run_as_names_exist(config: &Value, what: &str) -> bool {
-    let users = names_in_file("/etc/passwd");
-    let groups = names_in_file("/etc/group");
-    let mut missing = Vec::new();
+/// The users and groups named by the `run-as` values of `config`.
+fn run_as_names(config: &Value) -> (BTreeSet<String>, BTreeSet<String>) {
+    let (mut users, mut groups) = (BTreeSet::new(), BTreeSet::new());
+    let named = |name: &str| !name.is_empty() && name.parse::<u32>().is_err();
     for kind in ["init", "main"] {
         let Some(jobs) = config["jobs"][kind].as_array() else {
             continue;
         };
         for run_as in jobs.iter().filter_map(|job| job["run-as"].as_str()) {
             let (user, group) = run_as.split_once(':').unwrap_or((run_as, ""));
-            let named = |name: &str| !name.is_empty() && name.parse::<u32>().is_err();
-            if named(user) && !users.contains(user) {
-                missing.push(format!("user {user}"));
+            if named(user) {
+                users.insert(user.to_string());
             }
-            if named(group) && !groups.contains(group) {
-                missing.push(format!("group {group}"));
+            if named(group) {
+                groups.insert(group.to_string());
             }
         }
     }
+    (users, groups)
+}
+
+/// Whether every user and group a `run-as` of `config` names exists. As root, missing ones are
+/// created (system accounts without a home or a login shell), so that the documented
+/// configurations are checked as they are written; otherwise the configuration is skipped
+/// with a notice (or fails under `CI=true`).
+fn run_as_names_exist(config: &Value, what: &str) -> bool {
+    // Tests run in parallel threads; two creating the same account would race.
+    static CREATING: Mutex<()> = Mutex::new(());
+    let _creating = CREATING.lock().unwrap_or_else(|e| e.into_inner());
+    let (users, groups) = run_as_names(config);
+    let missing = || {
+        let known_users = names_in_file("/etc/passwd");
+        let known_groups = names_in_file("/etc/group");
+        let mut missing: Vec<String> = groups
+            .iter()
+            .filter(|g| !known_groups.contains(*g))
+            .map(|g| format!("group {g}"))
+            .collect();
+        missing.extend(
+            users
+                .iter()
+                .filter(|u| !known_users.contains(*u))
+                .map(|u| format!("user {u}")),
+        );
+        missing
+    };
+    if !missing().is_empty() && is_root() {
+        for entry in missing() {
+            let (kind, name) = entry.split_once(' ').unwrap();
+            let mut command = Command::new(if kind == "group" {
+                "groupadd"
+            } else {
+                "useradd"
+            });
+            command.arg("--system");
+            if kind == "user" {
+                command.args(["--no-create-home", "--home-dir", "/nonexistent"]);
+                command.args(["--shell", "/usr/sbin/nologin"]);
+                // A group of the same name (made above for "name:name") becomes its group.
+                if names_in_file("/etc/group").contains(name) {
+                    command.args(["--gid", name]);
+                } else {
+                    command.arg("--user-group");
+                }
+            }
+            let status = command.arg(name).status();
+            eprintln!("docs test: created {entry} for {what}: {status:?}");
+        }
+    }
+    let missing = missing();
     require(
         &format!("{} named by {what}", missing.join(", ")),
         missing.is_empty(),
