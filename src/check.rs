@@ -98,7 +98,7 @@ pub fn plan_environment(
 
 /// What would make a job fail to start, as far as it can be told now: its program, looked up
 /// as the job will look it up, and its working directory.
-pub fn start_warnings(config: &Config, process_env: &[(String, String)]) -> Vec<String> {
+fn start_warnings(config: &Config, process_env: &[(String, String)]) -> Vec<String> {
     // Secrets and templates cannot change which variables pass, so the job's PATH is known
     // without them.
     let job_env = environment::build(
