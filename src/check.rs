@@ -2,15 +2,21 @@
 //! environment references and templates) without starting a job or contacting Vault, then print
 //! a short summary (never a secret value) or every problem. [`load_config`] is also how `run`
 //! loads its configuration, so both report the same errors.
+//!
+//! A `cmd[0]` that cannot be found or run, and a `workdir` that does not exist, are only
+//! warnings: an init job may create either before a main job needs it.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 
 use crate::cli::{self, Options};
 use crate::config::{self, Config, ExpiryPolicy, JobSpec, RestartPolicy, duration};
 use crate::environment::{self, EnvPlan};
 use crate::identity::UserDb;
 use crate::signals;
+use crate::spawn;
 
 /// The configuration file `options` select (SPEC 1 precedence).
 pub fn config_path(options: &Options) -> PathBuf {
@@ -40,6 +46,12 @@ pub fn run(options: &Options) -> u8 {
         }
     };
     let process_env = environment::process_environment();
+    for warning in start_warnings(&config, &process_env) {
+        eprintln!(
+            "simplevisor: {}: warning: {warning}",
+            config.source.display()
+        );
+    }
     match plan_environment(&config, &process_env, options.no_vault) {
         Ok(plan) => {
             let vault_problems = if plan.needs_vault {
@@ -80,6 +92,69 @@ pub fn plan_environment(
         }
         message
     })
+}
+
+/// What would make a job fail to start, as far as it can be told now: its program, looked up
+/// as the job will look it up, and its working directory.
+fn start_warnings(config: &Config, process_env: &[(String, String)]) -> Vec<String> {
+    // Secrets and templates cannot change which variables pass, so the job's PATH is known
+    // without them.
+    let job_env = environment::build(
+        &config.env,
+        process_env,
+        &EnvPlan::default(),
+        &BTreeMap::new(),
+        None,
+    )
+    .unwrap_or_default();
+    let mut warnings = Vec::new();
+    for (kind, jobs) in [("init", &config.init), ("main", &config.main)] {
+        for (i, job) in jobs.iter().enumerate() {
+            let at = format!("jobs.{kind}[{i}]");
+            let workdir = job.workdir.as_deref();
+            if let Some(dir) = workdir
+                && !dir.is_dir()
+            {
+                warnings.push(format!(
+                    "{at}.workdir: {} is not an existing directory; job {} would fail to start unless an init job provides it",
+                    dir.display(),
+                    job.name
+                ));
+            }
+            if let Some(problem) = program_problem(&job.cmd, &job_env, workdir) {
+                warnings.push(format!(
+                    "{at}.cmd[0]: {problem}; job {} would fail to start unless an init job provides it",
+                    job.name
+                ));
+            }
+        }
+    }
+    warnings
+}
+
+/// Why `cmd[0]` could not be executed, with the lookup the job itself will do.
+fn program_problem(
+    cmd: &[String],
+    env: &[(String, String)],
+    workdir: Option<&Path>,
+) -> Option<String> {
+    let name = cmd.first()?;
+    let program = match spawn::resolve_program(name, env) {
+        Ok(program) => program,
+        Err(error) => return Some(error.reason),
+    };
+    // A path is used as given, relative to the workdir the job enters before exec.
+    let program = match workdir {
+        Some(dir) if program.is_relative() => dir.join(program),
+        _ => program,
+    };
+    match std::fs::metadata(&program) {
+        Err(error) => Some(format!("{}: {error}", program.display())),
+        Ok(meta) if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 => {
+            Some(format!("{} is not an executable file", program.display()))
+        }
+        Ok(_) => None,
+    }
 }
 
 fn summary(config: &Config, plan: &EnvPlan, no_vault: bool) -> String {

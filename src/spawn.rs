@@ -139,7 +139,9 @@ pub fn spawn(request: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
     let (report_read, report_write) = pipe()?;
     // Opened here so that a root without /dev/null (a bare chroot) is reported as what it is.
     let dev_null = std::fs::File::open("/dev/null").map_err(|e| SpawnError {
-        reason: format!("cannot open /dev/null for the job's stdin: {e}"),
+        reason: format!(
+            "cannot open /dev/null for the job's stdin: {e}; the root needs a /dev/null device (mknod -m 666 /dev/null c 1 3); container runtimes provide one"
+        ),
         status: 126,
     })?;
     let child_fds = ChildFds {
@@ -448,7 +450,7 @@ fn start_failure(request: &SpawnRequest<'_>, program: &Path, step: Step, errno: 
 
 /// `cmd[0]` as given when it contains a `/`, else the first executable file of that name in
 /// the job's `PATH` (or simplevisor's own when the job has none).
-fn resolve_program(name: &str, env: &[(String, String)]) -> Result<PathBuf, SpawnError> {
+pub fn resolve_program(name: &str, env: &[(String, String)]) -> Result<PathBuf, SpawnError> {
     if name.contains('/') {
         return Ok(PathBuf::from(name));
     }

@@ -132,10 +132,23 @@ impl Session {
         log: L,
         events: Mailbox<VaultEvent>,
     ) -> Result<Session, StartError> {
-        let client = Client::from_env(process_env)
-            .map_err(StartError::Config)?
-            .with_request_timeout(settings.request_timeout);
-        let credentials = Credentials::from_env(process_env).map_err(StartError::Config)?;
+        // Every settings problem at once, as `check` reports them.
+        let (client, credentials) = match (
+            Client::from_env(process_env),
+            Credentials::from_env(process_env),
+        ) {
+            (Ok(client), Ok(credentials)) => (
+                client.with_request_timeout(settings.request_timeout),
+                credentials,
+            ),
+            (client, credentials) => {
+                let problems: Vec<String> = [client.err(), credentials.err()]
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                return Err(StartError::Config(problems.join("; ")));
+            }
+        };
         let deadline = crate::time::from_now(settings.startup_timeout);
         let how = match credentials {
             Credentials::Token(_) => "with VAULT_TOKEN".to_string(),
