@@ -13,6 +13,7 @@ use crate::signals;
 use crate::time::later;
 
 use super::backoff::Backoff;
+use super::orphans::OrphanLog;
 
 /// Index of a job: init jobs first, then main jobs, in file order.
 pub type JobId = usize;
@@ -38,7 +39,7 @@ impl Termination {
         u8::try_from(status.clamp(0, 255)).unwrap_or(u8::MAX)
     }
 
-    fn describe(self) -> String {
+    pub fn describe(self) -> String {
         match self {
             Termination::Exited(code) => format!("exited with status {code}"),
             Termination::Signaled(signal) => {
@@ -196,6 +197,7 @@ pub struct Machine {
     phase: Phase,
     /// Main jobs still to be restarted one by one after a Vault refresh.
     rolling: VecDeque<JobId>,
+    orphans: OrphanLog,
 }
 
 impl Machine {
@@ -217,6 +219,7 @@ impl Machine {
             init_count,
             phase: Phase::Created,
             rolling: VecDeque::new(),
+            orphans: OrphanLog::default(),
         }
     }
 
@@ -302,6 +305,7 @@ impl Machine {
                 }
                 _ => None,
             })
+            .chain(self.orphans.due())
             .min()
     }
 
@@ -399,10 +403,7 @@ impl Machine {
             .iter()
             .position(|job| matches!(job.run, Run::Running { pid: p, .. } if p == pid && pid > 0));
         let Some(job) = found else {
-            actions.push(Action::Info(format!(
-                "reaped orphan process {pid}, which {}",
-                how.describe()
-            )));
+            actions.extend(self.orphans.reaped(pid, how, now).map(Action::Info));
             return;
         };
         let Run::Running { since, stop, .. } = self.jobs[job].run else {
@@ -671,6 +672,7 @@ impl Machine {
     }
 
     fn check_timers(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        actions.extend(self.orphans.tick(now).map(Action::Info));
         for job in 0..self.jobs.len() {
             match self.jobs[job].run {
                 Run::Waiting { until } if until <= now && self.phase == Phase::Main => {
@@ -696,6 +698,7 @@ impl Machine {
     }
 
     fn finish(&mut self, status: u8, actions: &mut Vec<Action>) {
+        actions.extend(self.orphans.flush().map(Action::Info));
         self.phase = Phase::Done;
         actions.push(Action::Exit(status));
     }

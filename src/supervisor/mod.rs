@@ -7,6 +7,7 @@
 pub mod backoff;
 pub mod event_loop;
 pub mod machine;
+pub mod orphans;
 pub mod pid1;
 pub mod reaper;
 pub mod self_protection;
