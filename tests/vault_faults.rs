@@ -371,3 +371,42 @@ fn a_database_down_at_start_is_retried_until_it_is_back() {
     assert_eq!(bao.lease_count("database/creds/app"), 0);
     assert_never_shows(&sv, &[&user]);
 }
+
+/// An internal failure (a panic, injected in debug builds) still kills every job, revokes the
+/// leases and leaves an internal record on stdout, not only text on stderr.
+#[test]
+fn an_internal_failure_kills_the_jobs_revokes_the_leases_and_says_so() {
+    let Some(bao) = Bao::start() else { return };
+    let Some(pg) = Postgres::start() else { return };
+    bao.database("database", &pg, "app", "1h", "1h");
+    let marker = "27.1828";
+    let config = json!({
+        "env": { "pass": ["PATH", "DB_USER"], "vault-replace": ["DB_USER"] },
+        "jobs": { "main": [
+            { "name": "app", "cmd": ["sh", "-c", format!("echo \"user=$DB_USER\"; exec sleep {marker}")] }
+        ] }
+    });
+    let env = with_root(
+        &bao,
+        &[
+            ("DB_USER", "db:app:Username"),
+            ("SIMPLEVISOR_TEST_PANIC_ON_USR2", "1"),
+        ],
+    );
+    let mut sv = start(&config, &env);
+    sv.wait_message("app", "user=", secs(10.0));
+    let user = sv.messages("app")[0]
+        .trim_start_matches("user=")
+        .to_string();
+    assert!(pg.role_exists(&user));
+    sv.signal(libc::SIGUSR2);
+    let status = sv.wait_exit(secs(15.0));
+    assert_ne!(status, 0, "{}", sv.dump());
+    assert!(any_internal(&sv, "internal error: "), "{}", sv.dump());
+    assert!(
+        harness::processes_with(marker).is_empty(),
+        "a job outlived simplevisor"
+    );
+    assert!(!pg.role_exists(&user), "the database user was not revoked");
+    assert_eq!(bao.lease_count("database/creds/app"), 0);
+}

@@ -6,6 +6,7 @@
 //! - `output`: the stdout writer thread with a bounded queue (backpressure), and [`Logger`] for
 //!   simplevisor's own records, which go through the same queue so records never interleave.
 
+pub mod direct;
 pub mod encode;
 pub mod framing;
 pub mod output;

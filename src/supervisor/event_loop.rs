@@ -275,6 +275,14 @@ impl<'a> EventLoop<'a> {
                             self.execute(actions);
                         }
                         Disposition::Forward => {
+                            // Fault injection for the tests of the panic path; not compiled
+                            // into release builds.
+                            #[cfg(debug_assertions)]
+                            if signo == libc::SIGUSR2
+                                && std::env::var_os("SIMPLEVISOR_TEST_PANIC_ON_USR2").is_some()
+                            {
+                                panic!("injected by SIMPLEVISOR_TEST_PANIC_ON_USR2");
+                            }
                             let actions = self
                                 .machine
                                 .handle(Event::ForwardSignal { signal: signo }, Instant::now());

@@ -5,6 +5,7 @@
 //! environment plan, output, Vault, the job environment, the loop, revocation, exit.
 
 pub mod backoff;
+pub mod emergency;
 pub mod event_loop;
 pub mod machine;
 pub mod orphans;
@@ -42,10 +43,7 @@ pub fn run(options: &Options) -> u8 {
         eprintln!("simplevisor: {message}");
         return 1;
     }
-    std::panic::set_hook(Box::new(|info| {
-        eprintln!("simplevisor: internal error: {info}; killing every job");
-        reaper::kill_tracked_groups();
-    }));
+    emergency::install();
     let process_env = environment::process_environment();
     self_protection::blank_credentials_in_environ();
     let config = match crate::check::load_config(options) {
@@ -113,6 +111,11 @@ fn supervise(
     } else {
         (None, None)
     };
+    if let Some(session) = &session {
+        emergency::set_revoker(
+            session.emergency_revoker(REVOKE_BUDGET, crate::logs::direct::DirectLog),
+        );
+    }
     let values = match &session {
         Some(session) => session.values().clone(),
         None => literal_values(config, process_env),
@@ -142,6 +145,7 @@ fn supervise(
         };
     if let Some(session) = session {
         session.stop(crate::time::from_now(REVOKE_BUDGET));
+        emergency::set_revoker(None);
     }
     status
 }

@@ -41,9 +41,18 @@ const FAILED_START_REVOKE: Duration = Duration::from_secs(5);
 
 /// Where the Vault code writes its internal records; [`Logger`] in production, a recorder in
 /// tests.
-pub(crate) trait Log: Send + 'static {
+pub trait Log: Send + 'static {
     fn info(&self, message: &str);
     fn error(&self, message: &str);
+}
+
+impl Log for crate::logs::direct::DirectLog {
+    fn info(&self, message: &str) {
+        crate::logs::direct::DirectLog::info(self, message);
+    }
+    fn error(&self, message: &str) {
+        crate::logs::direct::DirectLog::error(self, message);
+    }
 }
 
 impl Log for Logger {
@@ -262,6 +271,28 @@ impl Session {
     /// renewer revokes the leases (and our old token) they replaced, in the background.
     pub fn revoke_superseded(&self) {
         let _ = self.renewer.send(Message::RevokeSuperseded);
+    }
+
+    /// For the panic hook: revokes everything held (with `revoke-on-exit`) within `budget`,
+    /// logging through `log`. `None` without `revoke-on-exit`.
+    pub fn emergency_revoker<L: Log + Sync>(
+        &self,
+        budget: Duration,
+        log: L,
+    ) -> Option<Box<dyn Fn() + Send>> {
+        if !self.revoke_on_exit {
+            return None;
+        }
+        let client = self.client.clone();
+        let ledger = Arc::clone(&self.ledger);
+        Some(Box::new(move || {
+            // The panicking thread may hold the ledger: then it cannot be read safely.
+            let held = match ledger.try_lock() {
+                Ok(ledger) => ledger.clone(),
+                Err(_) => return,
+            };
+            ledger::revoke_all(&client, &held, crate::time::from_now(budget), &log);
+        }))
     }
 
     /// Stops the renewer; with `revoke-on-exit`, revokes every lease (and the token if we
