@@ -18,7 +18,7 @@ use crate::identity::UserDb;
 use crate::signals;
 use crate::spawn;
 
-/// The configuration file `options` select (SPEC 1 precedence).
+/// The configuration file `options` select (`--config`, then `$SIMPLEVISOR_CONFIG`, then next to the binary).
 pub fn config_path(options: &Options) -> PathBuf {
     let exe = std::env::current_exe().ok();
     cli::config_path(

@@ -1,4 +1,4 @@
-//! Command-line parsing (SPEC 1) and the choice of the configuration file.
+//! Command-line parsing (docs/behaviour.md) and the choice of the configuration file.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

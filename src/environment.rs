@@ -1,4 +1,4 @@
-//! The one environment every job gets (SPEC 3), as pure functions: which variables are secret
+//! The one environment every job gets (docs/environment.md), as pure functions: which variables are secret
 //! references, which are templates, and the final filtered list. Vault itself is elsewhere;
 //! this module only says what to ask it and what to do with its answers.
 

@@ -1,4 +1,4 @@
-//! Signal names and what simplevisor does with each signal (SPEC 6): shut down, forward to the
+//! Signal names and what simplevisor does with each signal (docs/behaviour.md): shut down, forward to the
 //! jobs, or leave alone. Raw numbers are classified here once, at the edge.
 
 use nix::sys::signal::Signal;

@@ -1,9 +1,9 @@
-//! Starting one job: clone/exec with the hygiene of SPEC 5 — a new session, `/dev/null`
+//! Starting one job: clone/exec with the hygiene of docs/behaviour.md — a new session, `/dev/null`
 //! stdin, stdout/stderr pipes, no other file descriptor, default dispositions, the identity
 //! drop (supplementary groups, gid, uid), the working directory, an empty signal mask.
 //!
 //! Everything the child needs is prepared before `clone`: between `clone` and `exec` only
-//! async-signal-safe system calls run (DESIGN trap 1). When a step fails there, the child writes
+//! async-signal-safe system calls run (architecture trap 1). When a step fails there, the child writes
 //! the step's number and `errno` to a close-on-exec pipe, so the parent can say *which* step
 //! failed.
 
@@ -412,7 +412,7 @@ fn child_main(
                 }
             }
         }
-        // Signals blocked for the signalfd would stay blocked across exec (DESIGN trap 1).
+        // Signals blocked for the signalfd would stay blocked across exec (architecture trap 1).
         // Unblocked last, as posix_spawn does: until here no signal can reach this child.
         let empty = 0u64;
         if libc::syscall(

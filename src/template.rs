@@ -1,7 +1,7 @@
 //! Go `text/template` rendering of `vault-template` variables, via `gotmpl` with missing keys
 //! as errors. The context holds only the resolved `vault-replace` variables, by name.
 //!
-//! gotmpl is lenient where Go is strict (DESIGN trap 8): it accepts a stray `{{ end }}` and an
+//! gotmpl is lenient where Go is strict (architecture trap 8): it accepts a stray `{{ end }}` and an
 //! unclosed `{{ if }}`. [`render`] therefore checks the block structure itself first, so that a
 //! template Go would reject is rejected here too.
 

@@ -38,7 +38,7 @@ impl Config {
     }
 }
 
-/// The `env` section (SPEC 3).
+/// The `env` section (docs/environment.md).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EnvSettings {
     pub pass: Vec<String>,
@@ -113,7 +113,7 @@ pub enum ExpiryPolicy {
     Restart,
 }
 
-/// The `vault` section (SPEC 4).
+/// The `vault` section (docs/vault.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VaultSettings {
     pub kv_mount: String,

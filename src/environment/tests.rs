@@ -1,4 +1,4 @@
-//! The environment rules of SPEC 3, without processes or Vault.
+//! The environment rules of docs/environment.md, without processes or Vault.
 
 use super::*;
 

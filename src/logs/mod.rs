@@ -1,4 +1,4 @@
-//! The log relay (SPEC 7): every line a job prints becomes one JSON record on our stdout.
+//! The log relay (docs/logging.md): every line a job prints becomes one JSON record on our stdout.
 //!
 //! - `framing`: pure; bytes in, lines (and 64 KiB chunks of long lines) out.
 //! - `encode`: pure; one record `{"process":…,"time":…,"stream":…,"message":…}` per line.
@@ -14,7 +14,7 @@ pub mod relay;
 
 pub use output::{Logger, Output};
 
-/// The largest message of one record, in bytes (SPEC 7).
+/// The largest message of one record, in bytes (docs/logging.md).
 pub const MAX_MESSAGE: usize = 65_536;
 
 /// The `process` field of simplevisor's own records.

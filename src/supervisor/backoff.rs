@@ -1,4 +1,4 @@
-//! Restart backoff (SPEC 5): the n-th consecutive quick exit waits
+//! Restart backoff (docs/behaviour.md): the n-th consecutive quick exit waits
 //! `min(initial × multiplier^(n−1), max)`; a run that lasted at least `reset-after` makes the
 //! next exit count as n = 1 again.
 

@@ -1,7 +1,7 @@
 //! The supervisor's decisions, as a state machine without processes or clocks of its own.
 //!
 //! The event loop feeds it [`Event`]s with the current time and carries out the [`Action`]s it
-//! returns. Everything SPEC 5, 6 and 8 decide lives here: the init sequence, restart policies
+//! returns. Everything docs/behaviour.md says about jobs, signals and exit statuses is decided here: the init sequence, restart policies
 //! and backoff, essential jobs, leftover process groups, shutdown escalation, rolling restarts
 //! after a Vault refresh, and the exit status.
 
@@ -421,7 +421,7 @@ impl Machine {
             self.on_done(job, how, ran, now, actions);
             return;
         }
-        // SPEC 5: what is left of the group gets kill-signal, then SIGKILL after stop-timeout.
+        // docs/behaviour.md: what is left of the group gets kill-signal, then SIGKILL after stop-timeout.
         let stop = match stop {
             Some(stop) => stop,
             None => {

@@ -32,12 +32,12 @@ use crate::vault::{self, Session, VaultEvent};
 use event_loop::{EventLoop, Rebuild, VaultLink};
 use machine::{JobPolicy, Machine};
 
-/// Time given to revoking leases after the jobs stopped (SPEC 4 `revoke-on-exit`).
+/// Time given to revoking leases after the jobs stopped (docs/behaviour.md).
 const REVOKE_BUDGET: Duration = Duration::from_secs(3);
 
 /// Runs the supervisor; returns the exit status.
 pub fn run(options: &Options) -> u8 {
-    // Before any thread exists (DESIGN trap 2), and before anything can fail, so that even a
+    // Before any thread exists (architecture trap 2), and before anything can fail, so that even a
     // config error exits cleanly as PID 1.
     if let Err(message) = set_up_process() {
         eprintln!("simplevisor: {message}");

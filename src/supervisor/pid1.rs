@@ -22,7 +22,7 @@ fn handled_set() -> SigSet {
 }
 
 /// Blocks every handled signal in this thread, so that threads started later inherit the mask
-/// and none of them takes a signal's default action (DESIGN trap 2).
+/// and none of them takes a signal's default action (architecture trap 2).
 pub fn block_handled_signals() -> Result<(), String> {
     handled_set()
         .thread_block()

@@ -1,4 +1,4 @@
-//! Reaping (DESIGN trap 3): simplevisor owns every `wait`. On each `SIGCHLD` (signals
+//! Reaping (architecture trap 3): simplevisor owns every `wait`. On each `SIGCHLD` (signals
 //! coalesce, so one may stand for many exits) it collects every exited child, its jobs and
 //! orphans re-parented to it alike, and it asks the kernel whether a job's process group still
 //! has members.

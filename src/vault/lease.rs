@@ -1,4 +1,4 @@
-//! Pure lease and token bookkeeping (SPEC 4): when to renew (about two thirds into the latest
+//! Pure lease and token bookkeeping (docs/vault.md): when to renew (about two thirds into the latest
 //! grant), when something counts as expiring (less than a tenth of its TTL left, never less
 //! than 1 s), and how long to wait after a failed renewal. No clock is read here: every
 //! function takes `now`, so the rules are tested with made-up instants.

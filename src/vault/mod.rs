@@ -1,4 +1,4 @@
-//! Vault and OpenBao (SPEC 4): login, secret fetching, lease bookkeeping, and the renewer
+//! Vault and OpenBao (docs/vault.md): login, secret fetching, lease bookkeeping, and the renewer
 //! thread that keeps the token and every lease alive, reports expiry, and revokes on exit.
 //!
 //! The supervisor sees only [`Session`]: start it (login + fetch, retrying transient errors
