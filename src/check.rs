@@ -163,8 +163,40 @@ fn summary(config: &Config, plan: &EnvPlan, no_vault: bool) -> String {
     for (title, jobs) in [("init jobs", &config.init), ("main jobs", &config.main)] {
         let _ = writeln!(out, "{title}: {}", jobs.len());
         for job in jobs {
-            let _ = writeln!(out, "  {}", describe_job(job));
+            let _ = writeln!(out, "  {}", describe_job(job, config));
         }
+    }
+    let after: Vec<Vec<usize>> = config.main.iter().map(|job| job.after.clone()).collect();
+    if after.iter().any(|a| !a.is_empty())
+        && let Some(waves) = config::order::waves(&after)
+    {
+        let waves: Vec<String> = waves
+            .iter()
+            .map(|wave| {
+                let names: Vec<&str> = wave.iter().map(|&j| config.main[j].name.as_str()).collect();
+                names.join(" + ")
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "start order: {} (stopped in reverse)",
+            waves.join(", then ")
+        );
+    }
+    match &config.control_socket {
+        Some(path) => {
+            let _ = writeln!(out, "control socket: {}", path.display());
+        }
+        None => {
+            let _ = writeln!(out, "control socket: off");
+        }
+    }
+    if !config.shutdown_delay.is_zero() {
+        let _ = writeln!(
+            out,
+            "shutdown-delay: {} (health fails at once, jobs stop after it)",
+            duration::format(config.shutdown_delay)
+        );
     }
     let vars: Vec<String> = plan
         .replacements
@@ -208,7 +240,7 @@ fn summary(config: &Config, plan: &EnvPlan, no_vault: bool) -> String {
     out
 }
 
-fn describe_job(job: &JobSpec) -> String {
+fn describe_job(job: &JobSpec, config: &Config) -> String {
     let mut text = format!("{}: {}", job.name, job.cmd.join(" "));
     if let Some(id) = &job.run_as {
         let _ = write!(
@@ -232,6 +264,26 @@ fn describe_job(job: &JobSpec) -> String {
         let _ = write!(text, " | restart {restart}");
         if job.essential {
             text.push_str(" | essential");
+        }
+        if let Some(max) = job.max_restarts {
+            let _ = write!(text, " | max-restarts {max}");
+        }
+        if !job.after.is_empty() {
+            let names: Vec<&str> = job
+                .after
+                .iter()
+                .map(|&j| config.main[j].name.as_str())
+                .collect();
+            let _ = write!(text, " | after {}", names.join(", "));
+        }
+        if let Some(ready) = &job.ready {
+            let _ = write!(
+                text,
+                " | ready: {} every {} (timeout {})",
+                ready.probe.describe(),
+                duration::format(ready.interval),
+                duration::format(ready.timeout)
+            );
         }
     }
     text

@@ -11,6 +11,8 @@ pub const TOP_KEYS: &[&str] = &[
     "stop-timeout",
     "restart-backoff",
     "vault",
+    "shutdown-delay",
+    "control-socket",
 ];
 pub const ENV_KEYS: &[&str] = &[
     "pass",
@@ -30,7 +32,11 @@ pub const JOB_KEYS: &[&str] = &[
     "log-format",
     "restart",
     "essential",
+    "ready",
+    "after",
+    "max-restarts",
 ];
+pub const READY_KEYS: &[&str] = &["tcp", "http", "exec", "interval", "timeout"];
 pub const BACKOFF_KEYS: &[&str] = &["initial", "max", "multiplier", "reset-after"];
 pub const VAULT_KEYS: &[&str] = &[
     "kv-mount",
@@ -70,7 +76,21 @@ fn schema_value() -> Value {
             "workdir": {"type": "string", "minLength": 1, "description": "working directory"},
             "log-format": {"enum": ["text", "json"], "description": "json: lines that are JSON objects are embedded as objects"},
             "restart": {"enum": ["always", "on-failure", "never"], "description": "main jobs only; default always"},
-            "essential": {"type": "boolean", "description": "main jobs only: when it exits, everything stops with its status"}
+            "essential": {"type": "boolean", "description": "main jobs only: when it exits, everything stops with its status"},
+            "ready": {
+                "type": "object",
+                "additionalProperties": false,
+                "description": "main jobs only: the check that makes the job running; exactly one of tcp, http, exec",
+                "properties": {
+                    "tcp": {"type": "string", "description": "host:port that accepts a connection, e.g. 127.0.0.1:8080"},
+                    "http": {"type": "string", "pattern": "^http://", "description": "URL answering 2xx to GET"},
+                    "exec": {"type": "array", "items": {"type": "string"}, "minItems": 1, "description": "command exiting 0, run as the job"},
+                    "interval": duration("time between checks until one passes; default 1s"),
+                    "timeout": duration("the longest one check may take; default 1s")
+                }
+            },
+            "after": strings("main jobs only: names of main jobs that must be running before this one starts"),
+            "max-restarts": {"type": "integer", "minimum": 0, "description": "main jobs only: quick restarts in a row before the job fails and everything stops (exit 1)"}
         }
     });
     json!({
@@ -101,6 +121,8 @@ fn schema_value() -> Value {
                 }
             },
             "stop-timeout": duration("default grace after kill-signal before SIGKILL; default 5s"),
+            "shutdown-delay": duration("how long jobs keep running after the first SIGTERM/SIGINT (health fails meanwhile); default 0s"),
+            "control-socket": {"type": "string", "description": "Unix socket for status and control commands; default /run/simplevisor.sock, \"\" turns it off"},
             "restart-backoff": {
                 "type": "object",
                 "additionalProperties": false,
@@ -168,5 +190,9 @@ mod tests {
         );
         assert_eq!(keys(&p["restart-backoff"]), sorted(BACKOFF_KEYS));
         assert_eq!(keys(&p["vault"]), sorted(VAULT_KEYS));
+        assert_eq!(
+            keys(&p["jobs"]["properties"]["main"]["items"]["properties"]["ready"]),
+            sorted(READY_KEYS)
+        );
     }
 }

@@ -7,6 +7,7 @@
 pub mod duplicates;
 pub mod duration;
 pub mod file;
+pub mod order;
 pub mod validate;
 
 use std::fmt;
@@ -29,7 +30,14 @@ pub struct Config {
     pub main: Vec<JobSpec>,
     pub backoff: BackoffSettings,
     pub vault: VaultSettings,
+    /// Where the control socket listens; `None` when turned off (`""`).
+    pub control_socket: Option<PathBuf>,
+    /// How long the jobs keep running after the first shutdown signal.
+    pub shutdown_delay: Duration,
 }
+
+/// The control socket unless the config says otherwise.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/simplevisor.sock";
 
 impl Config {
     /// Every job, init jobs first, in file order.
@@ -85,6 +93,42 @@ pub struct JobSpec {
     pub restart: RestartPolicy,
     /// Always false for init jobs.
     pub essential: bool,
+    /// Main jobs only: the check that makes the job `running` (until then it is `starting`).
+    pub ready: Option<ReadyCheck>,
+    /// Main jobs only: indices (into `Config::main`) of the jobs that must be running first.
+    pub after: Vec<usize>,
+    /// Main jobs only: quick restarts in a row before the job counts as failed.
+    pub max_restarts: Option<u32>,
+}
+
+/// A readiness check of a main job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadyCheck {
+    pub probe: Probe,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+/// What a readiness check tries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// A TCP connection to `host:port` succeeds.
+    Tcp(String),
+    /// `GET` of an `http://` URL answers 2xx.
+    Http(String),
+    /// The command exits 0 (run with the job's identity and environment).
+    Exec(Vec<String>),
+}
+
+impl Probe {
+    /// How the check is named in records and `status`: `tcp 127.0.0.1:8080`.
+    pub fn describe(&self) -> String {
+        match self {
+            Probe::Tcp(addr) => format!("tcp {addr}"),
+            Probe::Http(url) => format!("http {url}"),
+            Probe::Exec(cmd) => format!("exec {}", cmd.join(" ")),
+        }
+    }
 }
 
 /// `restart-backoff`: the n-th consecutive quick exit waits `min(initial * multiplier^(n-1), max)`.

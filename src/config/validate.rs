@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::file::{BACKOFF_KEYS, ENV_KEYS, JOB_KEYS, JOBS_KEYS, TOP_KEYS, VAULT_KEYS};
+use super::file::{BACKOFF_KEYS, ENV_KEYS, JOB_KEYS, JOBS_KEYS, READY_KEYS, TOP_KEYS, VAULT_KEYS};
 use super::{
     BackoffSettings, Config, ConfigError, EnvSettings, ExpiryPolicy, JobKind, JobSpec, LogFormat,
-    Problem, RestartPolicy, VaultSettings, duration, quoted,
+    Probe, Problem, ReadyCheck, RestartPolicy, VaultSettings, duration, order, quoted,
 };
 use crate::identity::UserDb;
 use crate::signals;
@@ -286,6 +286,8 @@ impl Validator<'_> {
             }
         };
         self.unique_names(&init, &main);
+        let shutdown_delay = self.duration(map, "", "shutdown-delay", Duration::ZERO);
+        let control_socket = self.control_socket(map);
         Config {
             source: PathBuf::from(file),
             env,
@@ -293,7 +295,35 @@ impl Validator<'_> {
             main,
             backoff,
             vault,
+            control_socket,
+            shutdown_delay,
         }
+    }
+
+    /// `control-socket`: a path (default [`DEFAULT_CONTROL_SOCKET`]), `""` for none.
+    fn control_socket(&mut self, map: &Map<String, Value>) -> Option<PathBuf> {
+        let Some(path) = self.string(map, "", "control-socket") else {
+            return Some(PathBuf::from(super::DEFAULT_CONTROL_SOCKET));
+        };
+        if path.is_empty() {
+            return None;
+        }
+        // sun_path holds 108 bytes, the last a NUL.
+        if path.len() > 107 {
+            self.problem(
+                "control-socket",
+                format!(
+                    "{} is longer than 107 bytes, the most a Unix socket path may have",
+                    quoted(&path)
+                ),
+            );
+            return None;
+        }
+        if path.contains('\0') {
+            self.problem("control-socket", "must not contain a NUL byte");
+            return None;
+        }
+        Some(PathBuf::from(path))
     }
 
     fn env(&mut self, value: &Value) -> EnvSettings {
@@ -444,12 +474,130 @@ impl Validator<'_> {
             };
             for (i, item) in items.iter().enumerate() {
                 if let Some(job) = self.job(item, &format!("{path}[{i}]"), kind, stop_timeout) {
-                    lists[slot].push(job);
+                    lists[slot].push((i, job));
                 }
             }
         }
         let [init, main] = lists;
-        (init, main)
+        let init: Vec<JobSpec> = init.into_iter().map(|(_, (job, _))| job).collect();
+        let mut main: Vec<(usize, (JobSpec, Vec<String>))> = main;
+        self.resolve_after(&init, &mut main);
+        (init, main.into_iter().map(|(_, (job, _))| job).collect())
+    }
+
+    /// Turns the `after` names of every main job into indices: unknown names, init jobs and
+    /// cycles are problems at `jobs.main[i].after`.
+    fn resolve_after(&mut self, init: &[JobSpec], main: &mut [(usize, (JobSpec, Vec<String>))]) {
+        let names: Vec<String> = main.iter().map(|(_, (job, _))| job.name.clone()).collect();
+        for (file_index, (job, after)) in main.iter_mut() {
+            for (k, name) in after.iter().enumerate() {
+                let path = format!("jobs.main[{file_index}].after[{k}]");
+                match names.iter().position(|n| n == name) {
+                    Some(first) => {
+                        if !job.after.contains(&first) {
+                            job.after.push(first);
+                        }
+                    }
+                    None if init.iter().any(|j| &j.name == name) => self.problem(
+                        &path,
+                        format!(
+                            "{} is an init job; init jobs all finish before any main job starts, so list only main jobs here",
+                            quoted(name)
+                        ),
+                    ),
+                    None => self.problem(
+                        &path,
+                        format!(
+                            "no main job is named {}; main jobs: {}",
+                            quoted(name),
+                            names.join(", ")
+                        ),
+                    ),
+                }
+            }
+        }
+        let edges: Vec<Vec<usize>> = main.iter().map(|(_, (job, _))| job.after.clone()).collect();
+        if let Some(cycle) = order::find_cycle(&edges) {
+            let file_index = main[cycle[0]].0;
+            let names: Vec<&str> = cycle.iter().map(|&j| main[j].1.0.name.as_str()).collect();
+            self.problem(
+                &format!("jobs.main[{file_index}].after"),
+                format!(
+                    "the start order has a cycle: {}; no job of it could ever start",
+                    names.join(" waits for ")
+                ),
+            );
+            for (_, (job, _)) in main.iter_mut() {
+                job.after.clear();
+            }
+        }
+    }
+
+    /// A `ready` object: exactly one of `tcp`, `http`, `exec`, with `interval` and `timeout`.
+    fn ready(&mut self, value: &Value, path: &str) -> Option<ReadyCheck> {
+        let map = self.object(value, path, READY_KEYS)?;
+        let given: Vec<&str> = ["tcp", "http", "exec"]
+            .into_iter()
+            .filter(|k| map.contains_key(*k))
+            .collect();
+        if given.len() != 1 {
+            self.problem(path, "needs exactly one of \"tcp\", \"http\" or \"exec\"");
+            return None;
+        }
+        let probe = match given[0] {
+            "tcp" => {
+                let addr = self.string(map, path, "tcp")?;
+                if addr.parse::<std::net::SocketAddr>().is_err() {
+                    self.problem(
+                        &join(path, "tcp"),
+                        format!(
+                            "{} is not an address like 127.0.0.1:8080 or [::1]:8080 (host names are not resolved)",
+                            quoted(&addr)
+                        ),
+                    );
+                    return None;
+                }
+                Probe::Tcp(addr)
+            }
+            "http" => {
+                let url = self.string(map, path, "http")?;
+                if http_target(&url).is_none() {
+                    self.problem(
+                        &join(path, "http"),
+                        format!(
+                            "{} is not a URL like http://127.0.0.1:8080/healthz (http only, an IP address, not a host name)",
+                            quoted(&url)
+                        ),
+                    );
+                    return None;
+                }
+                Probe::Http(url)
+            }
+            _ => {
+                let cmd = self.strings(map, path, "exec");
+                if cmd.is_empty() || cmd[0].is_empty() {
+                    self.problem(&join(path, "exec"), "must name a program to run");
+                    return None;
+                }
+                if cmd.iter().any(|a| a.contains('\0')) {
+                    self.problem(&join(path, "exec"), "must not contain a NUL byte");
+                    return None;
+                }
+                Probe::Exec(cmd)
+            }
+        };
+        let interval = self.duration(map, path, "interval", Duration::from_secs(1));
+        let timeout = self.duration(map, path, "timeout", Duration::from_secs(1));
+        for (key, value) in [("interval", interval), ("timeout", timeout)] {
+            if value < Duration::from_millis(10) {
+                self.problem(&join(path, key), "must be at least 10ms");
+            }
+        }
+        Some(ReadyCheck {
+            probe,
+            interval,
+            timeout,
+        })
     }
 
     fn job(
@@ -458,7 +606,7 @@ impl Validator<'_> {
         path: &str,
         kind: JobKind,
         stop_timeout: Duration,
-    ) -> Option<JobSpec> {
+    ) -> Option<(JobSpec, Vec<String>)> {
         let map = self.object(value, path, JOB_KEYS)?;
         let cmd = match map.get("cmd") {
             None => {
@@ -582,8 +730,33 @@ impl Validator<'_> {
             RestartPolicy::Always,
         );
         let mut essential = self.bool(map, path, "essential").unwrap_or(false);
+        let mut ready = match map.get("ready") {
+            Some(value) => self.ready(value, &join(path, "ready")),
+            None => None,
+        };
+        let mut after = self.strings(map, path, "after");
+        let mut max_restarts = match map.get("max-restarts") {
+            None => None,
+            Some(value) => match value.as_u64().map(u32::try_from) {
+                Some(Ok(n)) => Some(n),
+                _ => {
+                    self.problem(
+                        &join(path, "max-restarts"),
+                        format!(
+                            "must be a whole number from 0 to {}, not {}",
+                            u32::MAX,
+                            quoted(&value.to_string())
+                        ),
+                    );
+                    None
+                }
+            },
+        };
         if kind == JobKind::Init {
-            for key in ["restart", "essential"] {
+            ready = None;
+            after.clear();
+            max_restarts = None;
+            for key in ["restart", "essential", "ready", "after", "max-restarts"] {
                 if map.contains_key(key) {
                     self.problem(
                         &join(path, key),
@@ -596,7 +769,7 @@ impl Validator<'_> {
             restart = RestartPolicy::Never;
             essential = false;
         }
-        Some(JobSpec {
+        let spec = JobSpec {
             name,
             kind,
             cmd,
@@ -607,7 +780,11 @@ impl Validator<'_> {
             log_format,
             restart,
             essential,
-        })
+            ready,
+            after: Vec::new(),
+            max_restarts,
+        };
+        Some((spec, after))
     }
 
     fn unique_names(&mut self, init: &[JobSpec], main: &[JobSpec]) {
@@ -641,6 +818,24 @@ impl Validator<'_> {
             }
         }
     }
+}
+
+/// The `host:port` and path of an `http://` URL whose host is an IP address (readiness checks
+/// resolve no names: the event loop must never block).
+pub fn http_target(url: &str) -> Option<(std::net::SocketAddr, &str)> {
+    let rest = url.strip_prefix("http://")?;
+    let (authority, path) = match rest.find('/') {
+        Some(at) => (&rest[..at], &rest[at..]),
+        None => (rest, "/"),
+    };
+    let addr = match authority.parse::<std::net::SocketAddr>() {
+        Ok(addr) => addr,
+        Err(_) => format!("{authority}:80").parse().ok()?,
+    };
+    if path.chars().any(|c| c.is_control() || c == ' ') {
+        return None;
+    }
+    Some((addr, path))
 }
 
 /// The JSON path of `key` in the object at `path`; a key too long to quote is cut there too.

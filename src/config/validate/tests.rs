@@ -218,3 +218,115 @@ fn a_key_given_twice_is_refused() {
         "{all}"
     );
 }
+
+#[test]
+fn operations_keys_are_read_with_their_defaults() {
+    let c = load_text(r#"{"jobs": {"main": [{"cmd": ["a"]}]}}"#).unwrap();
+    assert_eq!(
+        c.control_socket,
+        Some(PathBuf::from("/run/simplevisor.sock"))
+    );
+    assert_eq!(c.shutdown_delay, Duration::ZERO);
+    assert!(c.main[0].ready.is_none() && c.main[0].after.is_empty());
+    assert_eq!(c.main[0].max_restarts, None);
+    let c = load_text(
+        r#"{"control-socket": "", "shutdown-delay": "5s", "jobs": {"main": [
+            {"name": "db", "cmd": ["db"], "ready": {"tcp": "127.0.0.1:5432", "interval": "200ms"}},
+            {"name": "web", "cmd": ["web"], "after": ["db"], "max-restarts": 3,
+             "ready": {"http": "http://127.0.0.1:8080/healthz", "timeout": "2s"}},
+            {"name": "worker", "cmd": ["w"], "after": ["db", "web"], "ready": {"exec": ["true"]}}
+        ]}}"#,
+    )
+    .unwrap();
+    assert_eq!(c.control_socket, None);
+    assert_eq!(c.shutdown_delay, Duration::from_secs(5));
+    let db = c.main[0].ready.as_ref().unwrap();
+    assert_eq!(db.probe, Probe::Tcp("127.0.0.1:5432".into()));
+    assert_eq!(
+        (db.interval, db.timeout),
+        (Duration::from_millis(200), Duration::from_secs(1))
+    );
+    assert_eq!(c.main[1].after, [0]);
+    assert_eq!(c.main[1].max_restarts, Some(3));
+    assert_eq!(c.main[2].after, [0, 1]);
+    assert_eq!(
+        c.main[2].ready.as_ref().unwrap().probe,
+        Probe::Exec(vec!["true".into()])
+    );
+}
+
+#[test]
+fn start_order_mistakes_are_named_with_their_path() {
+    let found = problems(
+        r#"{"jobs": {"init": [{"name": "migrate", "cmd": ["m"]}], "main": [
+            {"name": "a", "cmd": ["a"], "after": ["b"]},
+            {"name": "b", "cmd": ["b"], "after": ["c"]},
+            {"name": "c", "cmd": ["c"], "after": ["a", "nope", "migrate"]}
+        ]}}"#,
+    );
+    assert!(
+        found.iter().any(|p| p.starts_with(
+            "jobs.main[2].after[1]: no main job is named \"nope\"; main jobs: a, b, c"
+        )),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("jobs.main[2].after[2]: \"migrate\" is an init job")),
+        "{found:?}"
+    );
+    assert!(found.iter().any(|p| p == "jobs.main[0].after: the start order has a cycle: a waits for b waits for c waits for a; no job of it could ever start"), "{found:?}");
+    let found = problems(r#"{"jobs": {"main": [{"name": "a", "cmd": ["a"], "after": ["a"]}]}}"#);
+    assert!(found[0].contains("a waits for a"), "{found:?}");
+}
+
+#[test]
+fn readiness_and_restart_limit_mistakes_are_named() {
+    let long = format!("/tmp/{}.sock", "x".repeat(110));
+    let found = problems(&format!(
+        r#"{{"control-socket": "{long}",
+            "jobs": {{"init": [{{"cmd": ["i"], "ready": {{"tcp": "127.0.0.1:1"}}, "max-restarts": 1}}], "main": [
+            {{"name": "a", "cmd": ["a"], "ready": {{}}}},
+            {{"name": "b", "cmd": ["b"], "ready": {{"tcp": "localhost:80"}}}},
+            {{"name": "c", "cmd": ["c"], "ready": {{"http": "https://127.0.0.1/"}}}},
+            {{"name": "d", "cmd": ["d"], "ready": {{"exec": []}}, "max-restarts": -1}},
+            {{"name": "e", "cmd": ["e"], "ready": {{"tcp": "127.0.0.1:1", "http": "http://127.0.0.1/", "interval": "0s"}}}}
+        ]}}}}"#
+    ));
+    for expected in [
+        "control-socket: ",
+        "jobs.init[0].ready: applies to main jobs only",
+        "jobs.init[0].max-restarts: applies to main jobs only",
+        "jobs.main[0].ready: needs exactly one of",
+        "jobs.main[1].ready.tcp: \"localhost:80\" is not an address",
+        "jobs.main[2].ready.http: \"https://127.0.0.1/\" is not a URL",
+        "jobs.main[3].ready.exec: must name a program",
+        "jobs.main[3].max-restarts: must be a whole number",
+        "jobs.main[4].ready: needs exactly one of",
+    ] {
+        assert!(
+            found.iter().any(|p| p.starts_with(expected)),
+            "{expected}: {found:?}"
+        );
+    }
+}
+
+#[test]
+fn http_targets_are_ip_addresses_with_a_path() {
+    let target = |url| http_target(url).map(|(a, p)| (a.to_string(), p.to_string()));
+    assert_eq!(
+        target("http://127.0.0.1:8080/healthz"),
+        Some(("127.0.0.1:8080".into(), "/healthz".into()))
+    );
+    assert_eq!(
+        target("http://127.0.0.1"),
+        Some(("127.0.0.1:80".into(), "/".into()))
+    );
+    assert_eq!(
+        target("http://[::1]:81/x?y=1"),
+        Some(("[::1]:81".into(), "/x?y=1".into()))
+    );
+    assert_eq!(target("http://example.com/"), None);
+    assert_eq!(target("https://127.0.0.1/"), None);
+}
