@@ -37,6 +37,11 @@ impl Backoff {
             .min(self.settings.max)
     }
 
+    /// Starts the sequence over (a `restart` or `start` command).
+    pub fn reset(&mut self) {
+        self.consecutive = 0;
+    }
+
     /// How many quick exits in a row so far (1 for the first exit after a long run).
     pub fn attempt(&self) -> u32 {
         self.consecutive

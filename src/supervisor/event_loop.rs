@@ -202,6 +202,7 @@ impl<'a> EventLoop<'a> {
                     }
                 }
                 Action::Exit(status) => self.status = Some(status),
+                Action::RunCheck { .. } | Action::CancelCheck { .. } => {}
             }
         }
     }

@@ -12,6 +12,7 @@ pub mod orphans;
 pub mod pid1;
 pub mod reaper;
 pub mod self_protection;
+pub mod status;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
