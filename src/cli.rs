@@ -3,6 +3,8 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use crate::control::protocol::{JobCommand, Request};
+
 pub const USAGE: &str = "\
 simplevisor - a process supervisor for containers: PID 1, Vault secrets, JSON logs
 
@@ -12,15 +14,26 @@ Usage:
   simplevisor schema                               print the config file's JSON Schema
   simplevisor --version | --help
 
+Talking to a running simplevisor (its control socket):
+  simplevisor status [--json]          every job's state, pid, uptime, restarts, last exit
+  simplevisor health [--live]          exit 0 if ready (--live: if it answers), else 1
+  simplevisor restart JOB...           stop gracefully and start again at once
+  simplevisor stop JOB...              stop gracefully; stays stopped until started
+  simplevisor start JOB...             start a stopped job
+  simplevisor signal SIG JOB...        send SIG to the jobs' process groups
+
 Options:
   -c, --config PATH   configuration file (default: $SIMPLEVISOR_CONFIG, else simplevisor.json
                       next to the simplevisor binary)
       --no-vault      use vault-replace values literally; never contact Vault
+      --socket PATH   control socket (default: $SIMPLEVISOR_SOCKET, else /run/simplevisor.sock)
   -h, --help          print this help
   -V, --version       print the version
 
 Exit status: 0 success or shutdown by signal, 1 job or Vault failure,
-2 usage or configuration error, or an essential job's own status.";
+2 usage or configuration error, or an essential job's own status.
+Control commands: 0 done, 1 not reachable or refused (not ready, for health),
+2 usage error or unknown job (nothing done).";
 
 /// What to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +43,21 @@ pub enum Command {
     Schema,
     Help,
     Version,
+    /// A request to a running simplevisor.
+    Control(ControlCall),
 }
+
+/// `status`, `health`, `restart`, `stop`, `start`, `signal` and their options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlCall {
+    pub request: Request,
+    /// `--socket`; else `$SIMPLEVISOR_SOCKET`, else the default path.
+    pub socket: Option<PathBuf>,
+    /// `status --json`.
+    pub json: bool,
+}
+
+const CONTROL_COMMANDS: &[&str] = &["status", "health", "restart", "stop", "start", "signal"];
 
 /// Options shared by `run` and `check`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -63,9 +90,15 @@ where
                     .map_err(|v| format!("unknown command {}", v.to_string_lossy()))?;
                 match value.as_str() {
                     "run" | "check" | "schema" => subcommand = Some(value),
+                    control if CONTROL_COMMANDS.contains(&control) => {
+                        if options != Options::default() {
+                            return Err(format!("{control} takes no --config or --no-vault"));
+                        }
+                        return parse_control(control, &mut parser).map(Command::Control);
+                    }
                     other => {
                         return Err(format!(
-                            "unknown command '{other}' (expected run, check or schema)"
+                            "unknown command '{other}' (expected run, check, schema, status, health, restart, stop, start or signal)"
                         ));
                     }
                 }
@@ -79,6 +112,65 @@ where
         _ if options != Options::default() => Err("schema takes no options".to_string()),
         _ => Ok(Command::Schema),
     }
+}
+
+/// The arguments of a control command after its name.
+fn parse_control(name: &str, parser: &mut lexopt::Parser) -> Result<ControlCall, String> {
+    use lexopt::prelude::*;
+    let mut socket = None;
+    let mut json = false;
+    let mut live = false;
+    let mut words: Vec<String> = Vec::new();
+    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+        match arg {
+            Long("socket") => {
+                socket = Some(PathBuf::from(parser.value().map_err(|e| e.to_string())?))
+            }
+            Long("json") if name == "status" => json = true,
+            Long("live") if name == "health" => live = true,
+            Value(value) => words.push(
+                value
+                    .into_string()
+                    .map_err(|v| format!("not a job name: {}", v.to_string_lossy()))?,
+            ),
+            other => return Err(format!("{name}: {}", other.unexpected())),
+        }
+    }
+    let request = match name {
+        "status" | "health" if !words.is_empty() => {
+            return Err(format!("{name} takes no job names"));
+        }
+        "status" => Request::Status,
+        "health" => Request::Health { live },
+        "signal" => {
+            if words.len() < 2 {
+                return Err("usage: simplevisor signal SIG JOB...".into());
+            }
+            let signal = words.remove(0);
+            if crate::signals::parse_name(&signal).is_none() {
+                return Err(format!("unknown signal '{signal}'"));
+            }
+            Request::Signal {
+                signal,
+                jobs: words,
+            }
+        }
+        other => {
+            if words.is_empty() {
+                return Err(format!("usage: simplevisor {other} JOB..."));
+            }
+            let command = JobCommand::parse(other).ok_or(format!("unknown command '{other}'"))?;
+            Request::Jobs {
+                command,
+                jobs: words,
+            }
+        }
+    };
+    Ok(ControlCall {
+        request,
+        socket,
+        json,
+    })
 }
 
 /// The configuration file: `--config`, else `$SIMPLEVISOR_CONFIG`, else `simplevisor.json` in

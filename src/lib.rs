@@ -7,6 +7,7 @@
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod environment;
 pub mod identity;
 pub mod logs;

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use simplevisor::cli::{self, Command};
-use simplevisor::{check, config, supervisor};
+use simplevisor::{check, config, control, supervisor};
 
 fn main() -> ExitCode {
     let command = match cli::parse(std::env::args_os().skip(1)) {
@@ -22,6 +22,7 @@ fn main() -> ExitCode {
         Command::Schema => cli::print_stdout(&format!("{}\n", config::file::schema()), 0),
         Command::Check(options) => check::run(&options),
         Command::Run(options) => supervisor::run(&options),
+        Command::Control(call) => control::client::run(&call),
     };
     ExitCode::from(code)
 }

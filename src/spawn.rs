@@ -101,6 +101,30 @@ impl Step {
 /// Starts the job. Never leaves a half-started child: either the job runs with exactly the
 /// identity asked for, or nothing runs and the error says why.
 pub fn spawn(request: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
+    match start(request, true)? {
+        (pid, Some((stdout, stderr))) => Ok(Spawned {
+            pid,
+            stdout,
+            stderr,
+        }),
+        (_, None) => Err(SpawnError {
+            reason: "internal error: no output pipes".into(),
+            status: 126,
+        }),
+    }
+}
+
+/// Like [`spawn`], but the child's stdout and stderr are `/dev/null` (readiness checks, whose
+/// output nobody reads). Returns its pid.
+pub fn spawn_quiet(request: &SpawnRequest<'_>) -> Result<i32, SpawnError> {
+    start(request, false).map(|(pid, _)| pid)
+}
+
+/// Starts the child with its output on pipes (returned, read ends) or on `/dev/null`.
+fn start(
+    request: &SpawnRequest<'_>,
+    with_pipes: bool,
+) -> Result<(i32, Option<(OwnedFd, OwnedFd)>), SpawnError> {
     let Some(program_name) = request.cmd.first() else {
         return Err(SpawnError {
             reason: "empty cmd".into(),
@@ -134,11 +158,18 @@ pub fn spawn(request: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
             status: 126,
         })
     };
-    let (stdout_read, stdout_write) = pipe()?;
-    let (stderr_read, stderr_write) = pipe()?;
+    let pipes = if with_pipes {
+        Some((pipe()?, pipe()?))
+    } else {
+        None
+    };
     let (report_read, report_write) = pipe()?;
     // Opened here so that a root without /dev/null (a bare chroot) is reported as what it is.
-    let dev_null = std::fs::File::open("/dev/null").map_err(|e| SpawnError {
+    let dev_null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| SpawnError {
         reason: format!(
             "cannot open /dev/null for the job's stdin: {e}; the root needs a /dev/null device (mknod -m 666 /dev/null c 1 3); container runtimes provide one"
         ),
@@ -146,8 +177,12 @@ pub fn spawn(request: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
     })?;
     let child_fds = ChildFds {
         stdin: dev_null.as_raw_fd(),
-        stdout: stdout_write.as_raw_fd(),
-        stderr: stderr_write.as_raw_fd(),
+        stdout: pipes
+            .as_ref()
+            .map_or(dev_null.as_raw_fd(), |((_, write), _)| write.as_raw_fd()),
+        stderr: pipes
+            .as_ref()
+            .map_or(dev_null.as_raw_fd(), |(_, (_, write))| write.as_raw_fd()),
         report: report_write.as_raw_fd(),
     };
     let child = ChildArgs {
@@ -161,20 +196,18 @@ pub fn spawn(request: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
         reason: format!("cannot create a process (clone): {e}"),
         status: 126,
     })?;
-    drop((stdout_write, stderr_write, report_write, dev_null));
+    let read_ends = pipes.map(|((stdout, _), (stderr, _))| (stdout, stderr));
+    drop((report_write, dev_null));
     // The report pipe closes on exec (success) or carries the failed step and errno.
     if let Some((step, errno)) = read_report(&report_read) {
         reap_failed_child(pid);
         return Err(start_failure(request, &program, step, errno));
     }
-    for fd in [&stdout_read, &stderr_read] {
-        prepare_read_end(fd);
+    if let Some((stdout, stderr)) = &read_ends {
+        prepare_read_end(stdout);
+        prepare_read_end(stderr);
     }
-    Ok(Spawned {
-        pid,
-        stdout: stdout_read,
-        stderr: stderr_read,
-    })
+    Ok((pid, read_ends))
 }
 
 /// argv and envp as C needs them, built before `fork` (the child must not allocate).

@@ -1,7 +1,8 @@
 //! The thin shell around [`Machine`]: one `epoll` over the signalfd, the jobs' output pipes
 //! (through a nested epoll, so that backpressure is one `epoll_ctl`), the stdout writer's
-//! wake-up and the Vault mailbox. It turns readiness into [`Event`]s and [`Action`]s into
-//! syscalls; it decides nothing itself.
+//! wake-up, the Vault mailbox, the control socket and its connections, and the sockets of
+//! readiness checks. It turns readiness into [`Event`]s and [`Action`]s into syscalls; it
+//! decides nothing itself.
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
@@ -11,7 +12,11 @@ use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::signalfd::SignalFd;
 
-use crate::config::JobSpec;
+use serde_json::{Value, json};
+
+use crate::config::{JobSpec, Probe, validate::http_target};
+use crate::control::protocol::{JobCommand, Request, refusal};
+use crate::control::server::ControlServer;
 use crate::environment;
 use crate::logs::relay::{ReadOutcome, StreamRelay};
 use crate::logs::{Logger, Output};
@@ -20,13 +25,20 @@ use crate::signals::{self, Disposition};
 use crate::spawn::{self, SpawnRequest};
 use crate::vault::VaultEvent;
 
-use super::machine::{Action, Event, JobId, Machine};
+use super::machine::{Action, Command, Event, JobId, Machine};
+use super::readiness::{Checks, Outcome, Reaped};
 use super::reaper;
+use super::status::LeaseStatus;
 
 const TOKEN_SIGNALS: u64 = 0;
 const TOKEN_PIPES: u64 = 1;
 const TOKEN_OUTPUT: u64 = 2;
 const TOKEN_VAULT: u64 = 3;
+const TOKEN_CONTROL: u64 = 4;
+/// Control connection `n` has token `CONTROL_BASE + n`.
+pub const CONTROL_BASE: u64 = 1 << 32;
+/// The readiness check socket of job `n` has token `CHECKS_BASE + n`.
+const CHECKS_BASE: u64 = 2 << 32;
 
 /// How often groups of exited leaders are checked for members when nothing else wakes us:
 /// members reaped by their own parent inside the group send us no SIGCHLD.
@@ -47,7 +59,12 @@ pub struct VaultLink<'a> {
     pub inbox: Inbox<VaultEvent>,
     pub rebuild: Rebuild,
     pub revoke_superseded: Box<dyn Fn() + 'a>,
+    /// Each credential's reference and time left, for `status`.
+    pub lifetimes: Lifetimes<'a>,
 }
+
+/// Each Vault credential's reference and time left at a moment.
+pub type Lifetimes<'a> = Box<dyn Fn(Instant) -> Vec<(String, Option<Duration>)> + 'a>;
 
 /// An output stream of a running (or just exited) job.
 struct Stream {
@@ -74,6 +91,8 @@ pub struct EventLoop<'a> {
     batch: Vec<u8>,
     throttled: bool,
     status: Option<u8>,
+    control: Option<ControlServer>,
+    checks: Checks,
 }
 
 impl<'a> EventLoop<'a> {
@@ -87,6 +106,7 @@ impl<'a> EventLoop<'a> {
         output: &'a Output,
         logger: Logger,
         vault: Option<VaultLink<'a>>,
+        control: Option<ControlServer>,
     ) -> Result<EventLoop<'a>, String> {
         let create = || {
             Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
@@ -105,6 +125,16 @@ impl<'a> EventLoop<'a> {
         if let Some(link) = &vault {
             add(link.inbox.as_fd(), TOKEN_VAULT, "the Vault mailbox")?;
         }
+        // Never fatal: without its listener, simplevisor runs without a control socket.
+        let control = control.and_then(|server| {
+            match add(server.listener_fd(), TOKEN_CONTROL, "the control socket") {
+                Ok(()) => Some(server),
+                Err(message) => {
+                    logger.error(&format!("{message}; running without a control socket"));
+                    None
+                }
+            }
+        });
         Ok(EventLoop {
             machine,
             specs,
@@ -121,6 +151,8 @@ impl<'a> EventLoop<'a> {
             batch: Vec::new(),
             throttled: false,
             status: None,
+            control,
+            checks: Checks::new(CHECKS_BASE),
         })
     }
 
@@ -150,19 +182,27 @@ impl<'a> EventLoop<'a> {
                     TOKEN_PIPES => self.read_pipes(),
                     TOKEN_OUTPUT => self.on_output_room(),
                     TOKEN_VAULT => self.on_vault(),
-                    _ => {}
+                    TOKEN_CONTROL => self.on_control_accept(),
+                    token => self.on_token(token),
                 }
+            }
+            if let Some(control) = &mut self.control {
+                control.expire(Instant::now(), &self.epoll);
             }
             self.probe_groups();
             let actions = self.machine.handle(Event::Tick, Instant::now());
             self.execute(actions);
         }
+        self.checks.cancel_all(&self.epoll);
         self.close_all_streams();
         self.status.unwrap_or(1)
     }
 
     fn timeout(&self, now: Instant) -> EpollTimeout {
         let mut deadline = self.machine.next_deadline();
+        if let Some(at) = self.control.as_ref().and_then(ControlServer::next_deadline) {
+            deadline = Some(deadline.map_or(at, |d| d.min(at)));
+        }
         if !self.machine.draining_groups().is_empty() {
             let probe = now + GROUP_PROBE_INTERVAL;
             deadline = Some(deadline.map_or(probe, |d| d.min(probe)));
@@ -202,7 +242,12 @@ impl<'a> EventLoop<'a> {
                     }
                 }
                 Action::Exit(status) => self.status = Some(status),
-                Action::RunCheck { .. } | Action::CancelCheck { .. } => {}
+                Action::RunCheck { job } => {
+                    if let Some(outcome) = self.start_check(job) {
+                        queue.extend(self.check_done(outcome));
+                    }
+                }
+                Action::CancelCheck { job } => self.checks.cancel(job, &self.epoll),
             }
         }
     }
@@ -308,6 +353,15 @@ impl<'a> EventLoop<'a> {
     fn reap(&mut self) {
         let reaped = reaper::reap_exited();
         for (pid, how) in reaped {
+            match self.checks.on_reaped(pid, how) {
+                Reaped::Check(outcome) => {
+                    let actions = self.check_done(outcome);
+                    self.execute(actions);
+                    continue;
+                }
+                Reaped::Cancelled => continue,
+                Reaped::NotOurs => {}
+            }
             let job = self.leaders.remove(&pid);
             let group_alive = job.is_some() && reaper::group_alive(pid);
             if let Some(job) = job {
@@ -480,6 +534,176 @@ impl<'a> EventLoop<'a> {
             };
             let actions = self.machine.handle(event, Instant::now());
             self.execute(actions);
+        }
+    }
+
+    /// Starts the readiness check of `job`; an outcome when it ended at once.
+    fn start_check(&mut self, job: JobId) -> Option<Outcome> {
+        let spec = &self.specs[job];
+        let probe = spec.ready.as_ref()?.probe.clone();
+        let failed = |detail: String| Outcome {
+            job,
+            passed: false,
+            detail,
+        };
+        match probe {
+            Probe::Tcp(addr) => match addr.parse() {
+                Ok(addr) => self.checks.start_connect(job, addr, None, &self.epoll),
+                Err(_) => Some(failed(format!("not an address: {addr}"))),
+            },
+            Probe::Http(url) => match http_target(&url) {
+                Some((addr, path)) => self
+                    .checks
+                    .start_connect(job, addr, Some(path), &self.epoll),
+                None => Some(failed(format!("not an http URL: {url}"))),
+            },
+            Probe::Exec(cmd) => {
+                let env = match &spec.run_as {
+                    Some(identity) => {
+                        environment::with_identity(&self.env, &identity.user, &identity.home)
+                    }
+                    None => self.env.clone(),
+                };
+                let request = SpawnRequest {
+                    cmd: &cmd,
+                    env: &env,
+                    identity: spec.run_as.as_ref(),
+                    workdir: spec.workdir.as_deref(),
+                };
+                match spawn::spawn_quiet(&request) {
+                    Ok(pid) => {
+                        self.checks.track_exec(job, pid);
+                        None
+                    }
+                    Err(error) => Some(failed(format!(
+                        "the check could not start: {}",
+                        error.reason
+                    ))),
+                }
+            }
+        }
+    }
+
+    fn check_done(&mut self, outcome: Outcome) -> Vec<Action> {
+        self.machine.handle(
+            Event::CheckDone {
+                job: outcome.job,
+                passed: outcome.passed,
+                detail: outcome.detail,
+            },
+            Instant::now(),
+        )
+    }
+
+    /// A token of a control connection or of a readiness check's socket.
+    fn on_token(&mut self, token: u64) {
+        if let Some(job) = self.checks.job_of_token(token) {
+            if let Some(outcome) = self.checks.on_ready(job, &self.epoll) {
+                let actions = self.check_done(outcome);
+                self.execute(actions);
+            }
+            return;
+        }
+        let Some(control) = &mut self.control else {
+            return;
+        };
+        let Some(slot) = control.slot_of(token) else {
+            return;
+        };
+        if let Some(incoming) = control.on_ready(slot, &self.epoll) {
+            let answer = self.answer(incoming.uid, incoming.request);
+            if let Some(control) = &mut self.control {
+                control.answer(slot, &answer, &self.epoll);
+            }
+        }
+    }
+
+    fn on_control_accept(&mut self) {
+        let Some(control) = &mut self.control else {
+            return;
+        };
+        for record in control.accept(&self.epoll, Instant::now()) {
+            self.logger.error(&record);
+        }
+    }
+
+    /// The answer to one control request; every request leaves a record.
+    fn answer(&mut self, uid: u32, request: Result<Request, String>) -> Value {
+        let request = match request {
+            Ok(request) => request,
+            Err(error) => {
+                self.logger
+                    .error(&format!("control: bad request (peer uid {uid}): {error}"));
+                return refusal(2, &error);
+            }
+        };
+        self.logger
+            .info(&format!("control: {} (peer uid {uid})", request.describe()));
+        let now = Instant::now();
+        match request {
+            Request::Status => {
+                let mut snapshot = self.machine.snapshot(now);
+                if let Some(link) = &self.vault {
+                    snapshot.vault = (link.lifetimes)(now)
+                        .into_iter()
+                        .map(|(reference, ttl_left)| LeaseStatus {
+                            reference,
+                            ttl_left,
+                        })
+                        .collect();
+                }
+                json!({"ok": true, "status": snapshot.to_json(), "table": snapshot.to_table()})
+            }
+            Request::Health { live: true } => json!({"ok": true}),
+            Request::Health { live: false } => match self.machine.snapshot(now).not_ready {
+                None => json!({"ok": true}),
+                Some(reason) => refusal(1, &format!("not ready: {reason}")),
+            },
+            Request::Jobs { command, jobs } => {
+                let command = match command {
+                    JobCommand::Restart => Command::Restart,
+                    JobCommand::Stop => Command::Stop,
+                    JobCommand::Start => Command::Start,
+                };
+                self.command(command, &jobs)
+            }
+            Request::Signal { signal, jobs } => match signals::parse_name(&signal) {
+                Some(signal) => self.command(Command::Signal(signal as i32), &jobs),
+                None => refusal(2, &format!("unknown signal {signal}")),
+            },
+        }
+    }
+
+    fn command(&mut self, command: Command, names: &[String]) -> Value {
+        let mut ids = Vec::new();
+        for name in names {
+            match self.machine.job_named(name) {
+                Some(id) => ids.push(id),
+                None => {
+                    let known: Vec<&str> = self.specs.iter().map(|s| s.name.as_str()).collect();
+                    return refusal(
+                        2,
+                        &format!("unknown job {name} (jobs: {})", known.join(", ")),
+                    );
+                }
+            }
+        }
+        if let Some(&init) = ids.iter().find(|&&id| !self.machine.is_main(id)) {
+            return refusal(
+                2,
+                &format!(
+                    "{} is an init job; {} applies to main jobs only",
+                    self.machine.name(init),
+                    command.name()
+                ),
+            );
+        }
+        match self.machine.command(command, &ids, Instant::now()) {
+            Ok(actions) => {
+                self.execute(actions);
+                json!({"ok": true})
+            }
+            Err(reason) => refusal(1, &reason),
         }
     }
 

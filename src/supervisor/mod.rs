@@ -10,6 +10,7 @@ pub mod event_loop;
 pub mod machine;
 pub mod orphans;
 pub mod pid1;
+pub mod readiness;
 pub mod reaper;
 pub mod self_protection;
 pub mod status;
@@ -24,6 +25,7 @@ use nix::sys::signalfd::SignalFd;
 
 use crate::cli::Options;
 use crate::config::Config;
+use crate::control::server::ControlServer;
 use crate::environment::{self, EnvPlan};
 use crate::logs::{Logger, Output};
 use crate::mailbox;
@@ -134,6 +136,7 @@ fn supervise(
                         inbox,
                         rebuild,
                         revoke_superseded: Box::new(|| session.revoke_superseded()),
+                        lifetimes: Box::new(|now| session.lifetimes(now)),
                     }),
                     _ => None,
                 };
@@ -185,7 +188,7 @@ fn start_vault(
         })?;
     let result = loop {
         match wait_for_start_or_shutdown(signal_fd, &started) {
-            Waited::Started(result) => break result,
+            Waited::Started(result) => break *result,
             Waited::Shutdown(signal) => {
                 logger.info(&format!(
                     "received {} while logging in to Vault; exiting, nothing was started",
@@ -213,7 +216,7 @@ fn start_vault(
 }
 
 enum Waited {
-    Started(Result<Session, vault::StartError>),
+    Started(Box<Result<Session, vault::StartError>>),
     Shutdown(i32),
     Nothing,
 }
@@ -237,7 +240,7 @@ fn wait_for_start_or_shutdown(
         }
     }
     match started.drain().into_iter().next() {
-        Some(result) => Waited::Started(result),
+        Some(result) => Waited::Started(Box::new(result)),
         None => Waited::Nothing,
     }
 }
@@ -254,8 +257,21 @@ fn supervise_jobs(
         config.init.iter().map(JobPolicy::from_spec).collect(),
         config.main.iter().map(JobPolicy::from_spec).collect(),
         config.backoff,
-    );
+    )
+    .with_shutdown_delay(config.shutdown_delay);
     let specs = config.jobs().cloned().collect();
+    let control = config.control_socket.as_deref().and_then(|path| {
+        match ControlServer::bind(path, event_loop::CONTROL_BASE) {
+            Ok(server) => {
+                logger.info(&format!("control socket: {}", path.display()));
+                Some(server)
+            }
+            Err(warning) => {
+                logger.error(&format!("control socket: {warning}"));
+                None
+            }
+        }
+    });
     match EventLoop::new(
         machine,
         specs,
@@ -264,6 +280,7 @@ fn supervise_jobs(
         output,
         logger.clone(),
         vault,
+        control,
     ) {
         Ok(event_loop) => event_loop.run(),
         Err(message) => {

@@ -117,6 +117,7 @@ pub struct Session {
     renewer: Sender<Message>,
     /// Disconnected when the renewer thread has ended.
     finished: Receiver<()>,
+    lifetimes: Arc<Mutex<renewer::Lifetimes>>,
     log: Box<dyn Log>,
 }
 
@@ -220,6 +221,7 @@ impl Session {
         ));
 
         let (renewer_tx, renewer_rx) = mpsc::channel();
+        let lifetimes = Arc::new(Mutex::new(Vec::new()));
         let (finished_tx, finished) = mpsc::channel::<()>();
         let renewer = Renewer::new(
             client.clone(),
@@ -233,6 +235,7 @@ impl Session {
             leases,
             issued,
             renewer_tx.clone(),
+            Arc::clone(&lifetimes),
         );
         std::thread::Builder::new()
             .name("vault".into())
@@ -249,6 +252,7 @@ impl Session {
             revoke_on_exit: settings.revoke_on_exit,
             renewer: renewer_tx,
             finished,
+            lifetimes,
             log: Box::new(log),
         })
     }
@@ -271,6 +275,23 @@ impl Session {
     /// renewer revokes the leases (and our old token) they replaced, in the background.
     pub fn revoke_superseded(&self) {
         let _ = self.renewer.send(Message::RevokeSuperseded);
+    }
+
+    /// Each credential's reference (`token`, `db:app`) and its time left (`None`: it does
+    /// not expire), for `status`. Never an id or a value.
+    pub fn lifetimes(&self, now: Instant) -> Vec<(String, Option<Duration>)> {
+        let list = match self.lifetimes.lock() {
+            Ok(list) => list.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        list.into_iter()
+            .map(|(reference, expiry)| {
+                (
+                    reference,
+                    expiry.map(|at| at.saturating_duration_since(now)),
+                )
+            })
+            .collect()
     }
 
     /// For the panic hook: revokes everything held (with `revoke-on-exit`) within `budget`,

@@ -54,7 +54,12 @@ pub struct Renewer<L: Log> {
     kept: Vec<Kept>,
     /// Where renewal threads send their outcome (the renewer's own inbox).
     outbox: Sender<Message>,
+    /// What `status` shows: each credential's reference and when it expires.
+    lifetimes: Arc<Mutex<Lifetimes>>,
 }
+
+/// The token's and each lease's expiry (`None`: never), by reference, for `status`.
+pub type Lifetimes = Vec<(String, Option<Instant>)>;
 
 /// What reaches the renewer thread: the supervisor's requests and the outcome of renewals.
 pub enum Message {
@@ -120,6 +125,7 @@ impl<L: Log + Clone> Renewer<L> {
         leases: Vec<Lease>,
         issued: Instant,
         outbox: Sender<Message>,
+        lifetimes: Arc<Mutex<Lifetimes>>,
     ) -> Self {
         Renewer {
             client,
@@ -134,6 +140,28 @@ impl<L: Log + Clone> Renewer<L> {
             token_in_flight: false,
             kept: keep(leases, issued),
             outbox,
+            lifetimes,
+        }
+    }
+
+    /// Publishes the current expiries for `status`.
+    fn publish(&self) {
+        let token = (
+            "token".to_string(),
+            self.token_life.as_ref().map(Tracked::expires_at),
+        );
+        let leases = self.kept.iter().map(|kept| {
+            let expiry = kept
+                .life
+                .as_ref()
+                .map(Tracked::expires_at)
+                .or(kept.expires_at);
+            (kept.lease.label.clone(), expiry)
+        });
+        let list: Lifetimes = std::iter::once(token).chain(leases).collect();
+        match self.lifetimes.lock() {
+            Ok(mut shared) => *shared = list,
+            Err(poisoned) => *poisoned.into_inner() = list,
         }
     }
 
@@ -141,6 +169,7 @@ impl<L: Log + Clone> Renewer<L> {
     pub fn run(mut self, inbox: Receiver<Message>) {
         loop {
             self.tick();
+            self.publish();
             let wait = self
                 .wake_at()
                 .map_or(IDLE, |at| at.saturating_duration_since(Instant::now()));

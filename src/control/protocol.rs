@@ -1,0 +1,181 @@
+//! The control protocol: one request line, one answer line, both JSON objects.
+//!
+//! Requests: `{"command":"status"}`, `{"command":"health","live":false}`,
+//! `{"command":"restart","jobs":["web"]}` (also `stop`, `start`),
+//! `{"command":"signal","signal":"HUP","jobs":["web"]}`.
+//! Answers: `{"ok":true,...}` or `{"ok":false,"code":1|2,"error":"..."}`; code 2 is a usage
+//! error (unknown job or signal), 1 a refusal.
+
+use serde_json::{Value, json};
+
+/// The largest request line accepted.
+pub const MAX_REQUEST: usize = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Status,
+    Health {
+        live: bool,
+    },
+    /// `restart`, `stop` or `start` of the named jobs.
+    Jobs {
+        command: JobCommand,
+        jobs: Vec<String>,
+    },
+    Signal {
+        signal: String,
+        jobs: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobCommand {
+    Restart,
+    Stop,
+    Start,
+}
+
+impl JobCommand {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobCommand::Restart => "restart",
+            JobCommand::Stop => "stop",
+            JobCommand::Start => "start",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<JobCommand> {
+        [JobCommand::Restart, JobCommand::Stop, JobCommand::Start]
+            .into_iter()
+            .find(|c| c.as_str() == text)
+    }
+}
+
+impl Request {
+    /// The line to send (without its `\n`).
+    pub fn to_json(&self) -> Value {
+        match self {
+            Request::Status => json!({"command": "status"}),
+            Request::Health { live } => json!({"command": "health", "live": live}),
+            Request::Jobs { command, jobs } => json!({"command": command.as_str(), "jobs": jobs}),
+            Request::Signal { signal, jobs } => {
+                json!({"command": "signal", "signal": signal, "jobs": jobs})
+            }
+        }
+    }
+
+    /// A request line as received; the error is the answer to send.
+    pub fn parse(line: &[u8]) -> Result<Request, String> {
+        let value: Value = serde_json::from_slice(line)
+            .map_err(|_| "the request is not a JSON object".to_string())?;
+        let command = value
+            .get("command")
+            .and_then(Value::as_str)
+            .ok_or("the request has no \"command\"")?;
+        let jobs = || -> Result<Vec<String>, String> {
+            let list = value
+                .get("jobs")
+                .and_then(Value::as_array)
+                .ok_or(format!("{command} needs \"jobs\""))?;
+            let names: Vec<String> = list
+                .iter()
+                .map(|v| v.as_str().map(str::to_string))
+                .collect::<Option<_>>()
+                .ok_or("\"jobs\" must be names")?;
+            if names.is_empty() {
+                return Err(format!("{command} needs at least one job"));
+            }
+            Ok(names)
+        };
+        match command {
+            "status" => Ok(Request::Status),
+            "health" => Ok(Request::Health {
+                live: value.get("live").and_then(Value::as_bool).unwrap_or(false),
+            }),
+            "signal" => Ok(Request::Signal {
+                signal: value
+                    .get("signal")
+                    .and_then(Value::as_str)
+                    .ok_or("signal needs \"signal\"")?
+                    .to_string(),
+                jobs: jobs()?,
+            }),
+            other => match JobCommand::parse(other) {
+                Some(command) => Ok(Request::Jobs {
+                    command,
+                    jobs: jobs()?,
+                }),
+                None => Err(format!("unknown command {}", crate::config::quoted(other))),
+            },
+        }
+    }
+
+    /// What the request is, for the record every command leaves.
+    pub fn describe(&self) -> String {
+        match self {
+            Request::Status => "status".into(),
+            Request::Health { live: false } => "health".into(),
+            Request::Health { live: true } => "health --live".into(),
+            Request::Jobs { command, jobs } => format!("{} {}", command.as_str(), jobs.join(" ")),
+            Request::Signal { signal, jobs } => format!("signal {signal} {}", jobs.join(" ")),
+        }
+    }
+}
+
+/// A refusal: `code` 2 for usage errors (nothing was done), 1 otherwise.
+pub fn refusal(code: u8, error: &str) -> Value {
+    json!({"ok": false, "code": code, "error": error})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip() {
+        for request in [
+            Request::Status,
+            Request::Health { live: true },
+            Request::Jobs {
+                command: JobCommand::Stop,
+                jobs: vec!["web".into(), "worker".into()],
+            },
+            Request::Signal {
+                signal: "HUP".into(),
+                jobs: vec!["web".into()],
+            },
+        ] {
+            let line = request.to_json().to_string();
+            assert_eq!(Request::parse(line.as_bytes()), Ok(request));
+        }
+    }
+
+    #[test]
+    fn bad_requests_say_what_is_wrong() {
+        assert!(
+            Request::parse(b"status")
+                .unwrap_err()
+                .contains("not a JSON object")
+        );
+        assert!(
+            Request::parse(br#"{"command":"reboot"}"#)
+                .unwrap_err()
+                .contains("unknown command \"reboot\"")
+        );
+        assert!(
+            Request::parse(br#"{"command":"stop"}"#)
+                .unwrap_err()
+                .contains("needs \"jobs\"")
+        );
+        assert!(
+            Request::parse(br#"{"command":"stop","jobs":[]}"#)
+                .unwrap_err()
+                .contains("at least one")
+        );
+        assert!(
+            Request::parse(br#"{"command":"signal","jobs":["a"]}"#)
+                .unwrap_err()
+                .contains("\"signal\"")
+        );
+    }
+}

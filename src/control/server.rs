@@ -1,0 +1,294 @@
+//! The control socket's server side, driven by the event loop: it owns the listening socket and
+//! the open connections (each registered in the loop's epoll under its own token), and turns
+//! bytes into [`Request`]s and answers back into bytes. It decides nothing about jobs.
+//!
+//! Never fatal: any failure to create the socket becomes a warning and simplevisor runs
+//! without one. Only peers whose uid is ours or root are served (`SO_PEERCRED`).
+
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use serde_json::Value;
+
+use super::protocol::{MAX_REQUEST, Request, refusal};
+use crate::time::later;
+
+/// A request and its answer must be done within this (a client that connects and says
+/// nothing must not hold a slot).
+const DEADLINE: Duration = Duration::from_secs(1);
+/// Connections open at once; more are closed at once.
+const MAX_CONNECTIONS: usize = 32;
+
+/// A request to answer, from connection `slot`, by a peer with uid `uid`.
+pub struct Incoming {
+    pub slot: usize,
+    pub uid: u32,
+    pub request: Result<Request, String>,
+}
+
+struct Connection {
+    stream: UnixStream,
+    uid: u32,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    written: usize,
+    deadline: Instant,
+    /// A request was read: waiting for its answer, or writing it.
+    answered: bool,
+}
+
+pub struct ControlServer {
+    listener: UnixListener,
+    path: PathBuf,
+    own_uid: u32,
+    /// Epoll token of connection slot 0; slot `n` is `base + n`.
+    base: u64,
+    connections: Vec<Option<Connection>>,
+}
+
+impl ControlServer {
+    /// Listens on `path`, replacing a stale socket file; the error (a warning to log) when
+    /// another simplevisor answers there or the socket cannot be made.
+    pub fn bind(path: &Path, base: u64) -> Result<ControlServer, String> {
+        let shown = path.display();
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if !meta.file_type().is_socket() => {
+                return Err(format!(
+                    "{shown} exists and is not a socket; running without a control socket (remove it or set control-socket)"
+                ));
+            }
+            Ok(_) => {
+                if UnixStream::connect(path).is_ok() {
+                    return Err(format!(
+                        "another simplevisor answers on {shown}; running without a control socket (give each one its own control-socket)"
+                    ));
+                }
+                // Nobody listens: left behind by a simplevisor that was killed.
+                std::fs::remove_file(path).map_err(|e| {
+                    format!("cannot replace the stale socket {shown}: {e}; running without a control socket")
+                })?;
+            }
+            Err(_) => {}
+        }
+        // Mode 0600 from the start: no moment in which another user could connect.
+        // SAFETY: umask only changes the process's file-creation mask; no other thread
+        // creates files at this point.
+        let previous = unsafe { libc::umask(0o177) };
+        let listener = UnixListener::bind(path);
+        // SAFETY: as above, restoring the mask.
+        unsafe { libc::umask(previous) };
+        let listener = listener.map_err(|e| {
+            format!("cannot create the control socket {shown}: {e}; running without one")
+        })?;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("cannot make the control socket {shown} non-blocking: {e}"))?;
+        Ok(ControlServer {
+            listener,
+            path: path.to_path_buf(),
+            // SAFETY: geteuid has no preconditions.
+            own_uid: unsafe { libc::geteuid() },
+            base,
+            connections: Vec::new(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn listener_fd(&self) -> BorrowedFd<'_> {
+        self.listener.as_fd()
+    }
+
+    /// Whether `token` is one of our connections'; its slot.
+    pub fn slot_of(&self, token: u64) -> Option<usize> {
+        let slot = token.checked_sub(self.base)?;
+        usize::try_from(slot).ok().filter(|&s| s < MAX_CONNECTIONS)
+    }
+
+    /// Accepts every pending connection. Returns the records to write (refused peers).
+    pub fn accept(&mut self, epoll: &Epoll, now: Instant) -> Vec<String> {
+        let mut records = Vec::new();
+        loop {
+            let stream = match self.listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    records.push(format!("control socket: accept failed: {e}"));
+                    break;
+                }
+            };
+            let uid = match getsockopt(&stream, PeerCredentials) {
+                Ok(cred) => cred.uid(),
+                Err(e) => {
+                    records.push(format!(
+                        "control socket: cannot read the peer's credentials: {e}"
+                    ));
+                    continue;
+                }
+            };
+            if uid != self.own_uid && uid != 0 {
+                records.push(format!(
+                    "control socket: refused a peer with uid {uid} (only uid {} and root are served)",
+                    self.own_uid
+                ));
+                let answer = refusal(
+                    1,
+                    &format!("permission denied: uid {uid} may not control this simplevisor"),
+                );
+                let mut stream = stream;
+                let _ = stream.set_nonblocking(true);
+                let _ = stream.write_all(format!("{answer}\n").as_bytes());
+                continue;
+            }
+            let Some(slot) = self.free_slot() else {
+                records.push("control socket: too many connections at once; one was closed".into());
+                continue;
+            };
+            if stream.set_nonblocking(true).is_err()
+                || epoll
+                    .add(
+                        &stream,
+                        EpollEvent::new(EpollFlags::EPOLLIN, self.base + slot as u64),
+                    )
+                    .is_err()
+            {
+                continue;
+            }
+            self.connections[slot] = Some(Connection {
+                stream,
+                uid,
+                input: Vec::new(),
+                output: Vec::new(),
+                written: 0,
+                deadline: later(now, DEADLINE),
+                answered: false,
+            });
+        }
+        records
+    }
+
+    fn free_slot(&mut self) -> Option<usize> {
+        if let Some(slot) = self.connections.iter().position(Option::is_none) {
+            return Some(slot);
+        }
+        if self.connections.len() < MAX_CONNECTIONS {
+            self.connections.push(None);
+            return Some(self.connections.len() - 1);
+        }
+        None
+    }
+
+    /// Connection `slot` is readable (or writable): reads its request, or goes on writing
+    /// its answer. Returns the request once a whole line has come.
+    pub fn on_ready(&mut self, slot: usize, epoll: &Epoll) -> Option<Incoming> {
+        let connection = self.connections.get_mut(slot)?.as_mut()?;
+        if connection.answered {
+            self.flush(slot, epoll);
+            return None;
+        }
+        let mut chunk = [0u8; 4096];
+        loop {
+            match connection.stream.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => {
+                    connection.input.extend_from_slice(&chunk[..n]);
+                    if connection.input.contains(&b'\n') || connection.input.len() > MAX_REQUEST {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return None,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.close(slot, epoll);
+                    return None;
+                }
+            }
+        }
+        connection.answered = true;
+        let uid = connection.uid;
+        let request = match connection.input.iter().position(|&b| b == b'\n') {
+            Some(end) => Request::parse(&connection.input[..end]),
+            None if connection.input.len() > MAX_REQUEST => Err("the request is too long".into()),
+            None if connection.input.is_empty() => {
+                self.close(slot, epoll);
+                return None;
+            }
+            None => Request::parse(&connection.input),
+        };
+        Some(Incoming { slot, uid, request })
+    }
+
+    /// Sends `answer` on connection `slot`, then closes it.
+    pub fn answer(&mut self, slot: usize, answer: &Value, epoll: &Epoll) {
+        let Some(Some(connection)) = self.connections.get_mut(slot) else {
+            return;
+        };
+        connection.output = format!("{answer}\n").into_bytes();
+        connection.written = 0;
+        let _ = epoll.modify(
+            &connection.stream,
+            &mut EpollEvent::new(EpollFlags::EPOLLOUT, self.base + slot as u64),
+        );
+        self.flush(slot, epoll);
+    }
+
+    fn flush(&mut self, slot: usize, epoll: &Epoll) {
+        let Some(Some(connection)) = self.connections.get_mut(slot) else {
+            return;
+        };
+        while connection.written < connection.output.len() {
+            match connection
+                .stream
+                .write(&connection.output[connection.written..])
+            {
+                Ok(n) => connection.written += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        if !connection.output.is_empty() || connection.written > 0 {
+            self.close(slot, epoll);
+        }
+    }
+
+    fn close(&mut self, slot: usize, epoll: &Epoll) {
+        if let Some(connection) = self.connections.get_mut(slot).and_then(Option::take) {
+            let _ = epoll.delete(&connection.stream);
+        }
+    }
+
+    /// Closes connections past their deadline.
+    pub fn expire(&mut self, now: Instant, epoll: &Epoll) {
+        for slot in 0..self.connections.len() {
+            if self.connections[slot]
+                .as_ref()
+                .is_some_and(|c| c.deadline <= now)
+            {
+                self.close(slot, epoll);
+            }
+        }
+    }
+
+    /// The earliest connection deadline: only while connections are open, so an idle
+    /// supervisor has no timer.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.connections.iter().flatten().map(|c| c.deadline).min()
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
