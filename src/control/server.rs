@@ -41,6 +41,9 @@ struct Connection {
     deadline: Instant,
     /// A request was read: waiting for its answer, or writing it.
     answered: bool,
+    /// A peer that may not control us: its request is read (so that closing does not reset
+    /// the connection) and answered with a refusal.
+    refused: bool,
 }
 
 pub struct ControlServer {
@@ -136,19 +139,12 @@ impl ControlServer {
                     continue;
                 }
             };
-            if uid != self.own_uid && uid != 0 {
+            let refused = uid != self.own_uid && uid != 0;
+            if refused {
                 records.push(format!(
                     "control socket: refused a peer with uid {uid} (only uid {} and root are served)",
                     self.own_uid
                 ));
-                let answer = refusal(
-                    1,
-                    &format!("permission denied: uid {uid} may not control this simplevisor"),
-                );
-                let mut stream = stream;
-                let _ = stream.set_nonblocking(true);
-                let _ = stream.write_all(format!("{answer}\n").as_bytes());
-                continue;
             }
             let Some(slot) = self.free_slot() else {
                 records.push("control socket: too many connections at once; one was closed".into());
@@ -172,6 +168,7 @@ impl ControlServer {
                 written: 0,
                 deadline: later(now, DEADLINE),
                 answered: false,
+                refused,
             });
         }
         records
@@ -216,6 +213,14 @@ impl ControlServer {
         }
         connection.answered = true;
         let uid = connection.uid;
+        if connection.refused {
+            let answer = refusal(
+                1,
+                &format!("permission denied: uid {uid} may not control this simplevisor"),
+            );
+            self.answer(slot, &answer, epoll);
+            return None;
+        }
         let request = match connection.input.iter().position(|&b| b == b'\n') {
             Some(end) => Request::parse(&connection.input[..end]),
             None if connection.input.len() > MAX_REQUEST => Err("the request is too long".into()),
