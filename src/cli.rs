@@ -249,15 +249,55 @@ mod tests {
         assert_eq!(args(&["--help"]), Ok(Command::Help));
         assert_eq!(args(&["check", "-h"]), Ok(Command::Help));
         assert_eq!(args(&["--version"]), Ok(Command::Version));
+        assert_eq!(
+            args(&["status", "--json", "--socket", "/s"]),
+            Ok(Command::Control(ControlCall {
+                request: Request::Status,
+                socket: Some(PathBuf::from("/s")),
+                json: true,
+            }))
+        );
+        assert_eq!(
+            args(&["signal", "HUP", "a", "b"]),
+            Ok(Command::Control(ControlCall {
+                request: Request::Signal {
+                    signal: "HUP".into(),
+                    jobs: vec!["a".into(), "b".into()]
+                },
+                socket: None,
+                json: false,
+            }))
+        );
     }
 
     #[test]
     fn mistakes_are_errors() {
         assert!(
+            args(&["launch"])
+                .unwrap_err()
+                .contains("unknown command 'launch'")
+        );
+        assert!(
             args(&["start"])
                 .unwrap_err()
-                .contains("unknown command 'start'")
+                .contains("usage: simplevisor start JOB...")
         );
+        assert!(
+            args(&["status", "web"])
+                .unwrap_err()
+                .contains("takes no job names")
+        );
+        assert!(
+            args(&["signal", "web"])
+                .unwrap_err()
+                .contains("usage: simplevisor signal")
+        );
+        assert!(
+            args(&["signal", "NOPE", "web"])
+                .unwrap_err()
+                .contains("unknown signal")
+        );
+        assert!(args(&["--no-vault", "status"]).is_err());
         assert!(args(&["--bogus"]).is_err());
         assert!(args(&["run", "check"]).is_err());
         assert!(args(&["--config"]).is_err());
