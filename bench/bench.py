@@ -478,10 +478,122 @@ def log_relay():
         "≤ 3× `cat file > out`", ratio <= 3 and ok_check)
 
 
+def context_switches(pid):
+    """Voluntary + involuntary context switches of every thread of `pid` (wake-ups)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/status") as f:
+            for line in f:
+                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                    total += int(line.split()[1])
+    return total
+
+
+def wait_for_status(sock, pred, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        out = subprocess.run([SV, "status", "--json", "--socket", sock], capture_output=True, text=True)
+        if out.returncode == 0 and pred(json.loads(out.stdout)):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def round_trips(argv, n):
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+        times.append(time.perf_counter() - t)
+    return median(times) * 1000
+
+
+def control_figures():
+    marker = "1000.456"
+    all_running = lambda s: all(j["state"] == "running" for j in s["jobs"])
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
+        sock = os.path.join(tmp, "sv.sock")
+        cfg = ten_sleepers(marker)
+        cfg["control-socket"] = sock
+        p = subprocess.Popen([SV, "--no-vault", "--config", sv_config(tmp, cfg)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        wait_for_status(sock, all_running)
+        sv_ms = round_trips([SV, "status", "--socket", sock], 100)
+        time.sleep(2)
+        before = context_switches(p.pid)
+        time.sleep(30)
+        wakeups = context_switches(p.pid) - before
+        stop(p)
+        kill_sleepers(marker)
+    ctl_ms = None
+    supervisorctl = os.path.join(os.path.dirname(SUPERVISORD), "supervisorctl")
+    if os.path.exists(supervisorctl):
+        with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
+            conf = os.path.join(tmp, "supervisord.conf")
+            with open(conf, "w") as f:
+                f.write(f"[supervisord]\nnodaemon=true\nlogfile={tmp}/sd.log\npidfile={tmp}/sd.pid\n"
+                        f"[unix_http_server]\nfile={tmp}/sd.sock\n"
+                        "[rpcinterface:supervisor]\n"
+                        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n"
+                        f"[supervisorctl]\nserverurl=unix://{tmp}/sd.sock\n")
+                for i in range(10):
+                    f.write(f"[program:s{i}]\ncommand=sleep {marker}\n")
+            p = subprocess.Popen([SUPERVISORD, "-c", conf], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL, start_new_session=True)
+            time.sleep(3)
+            ctl_ms = round_trips([supervisorctl, "-c", conf, "status"], 20)
+            stop(p)
+            kill_sleepers(marker)
+    row("`simplevisor status` round trip, 10 jobs (median of 100 calls, client start included)",
+        f"{sv_ms:.1f} ms", f"`supervisorctl status` {ctl_ms:.0f} ms (median of 20)" if ctl_ms else "",
+        "answers within 1 s", sv_ms < 1000)
+    row("Wake-ups when idle, 10 jobs, control socket on, no readiness check pending (30 s)",
+        f"{wakeups} context switches", "", "0", wakeups == 0)
+
+    # RSS added by the control socket.
+    rss = {}
+    for label, socket_path in [("off", ""), ("on", None)]:
+        samples = []
+        for _ in range(RUNS):
+            with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
+                cfg = ten_sleepers(marker)
+                cfg["control-socket"] = socket_path if socket_path is not None else os.path.join(tmp, "sv.sock")
+                p = subprocess.Popen([SV, "--no-vault", "--config", sv_config(tmp, cfg)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                time.sleep(2.0)
+                samples.append(rss_kib(p.pid))
+                stop(p)
+                kill_sleepers(marker)
+        rss[label] = median(samples)
+    added = rss["on"] - rss["off"]
+    row("RSS added by the control socket (10 jobs, idle)", f"{added} KiB ({rss['off']} → {rss['on']} KiB)",
+        "", "< 64 KiB", added < 64)
+
+    # 1,000 main jobs.
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
+        sock = os.path.join(tmp, "sv.sock")
+        cfg = {"control-socket": sock,
+               "jobs": {"main": [{"name": f"s{i}", "cmd": ["sleep", marker]} for i in range(1000)]}}
+        t = time.perf_counter()
+        p = subprocess.Popen([SV, "--no-vault", "--config", sv_config(tmp, cfg)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        wait_for_status(sock, all_running, timeout=120)
+        started = time.perf_counter() - t
+        big_ms = round_trips([SV, "status", "--json", "--socket", sock], 20)
+        big_rss = rss_kib(p.pid)
+        t = time.perf_counter()
+        stop(p)
+        down = time.perf_counter() - t
+        kill_sleepers(marker)
+    row("1,000 main jobs: all running / `status --json` round trip / RSS / shutdown",
+        f"{started:.2f} s / {big_ms:.1f} ms / {big_rss / 1024:.2f} MiB / {down:.2f} s", "",
+        "status < 50 ms", big_ms < 50)
+
+
 def main():
     only = sys.argv[1:]
     steps = [("size", binary_size), ("memory", idle_memory), ("shutdown", shutdown), ("spawn", spawn_cost),
-             ("zombies", zombies), ("vault", vault_figures), ("logs", log_relay)]
+             ("zombies", zombies), ("vault", vault_figures), ("logs", log_relay), ("control", control_figures)]
     for name, fn in steps:
         if not only or name in only:
             print(f"{name} ...", file=sys.stderr)

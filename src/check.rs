@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::cli::{self, Options};
-use crate::config::{self, Config, ExpiryPolicy, JobSpec, RestartPolicy, duration};
+use crate::config::{self, Config, JobSpec, Named, duration};
 use crate::environment::{self, EnvPlan};
 use crate::identity::UserDb;
 use crate::signals;
@@ -202,11 +202,7 @@ fn summary(config: &Config, plan: &EnvPlan, no_vault: bool) -> String {
         .replacements
         .iter()
         .map(|(name, r)| {
-            let kind = match r.kind {
-                environment::SecretKind::Db => "db",
-                environment::SecretKind::Secret => "secret",
-                environment::SecretKind::AwsUser => "aws-user",
-            };
+            let kind = r.kind.as_str();
             format!("{name} <- {kind}:{}:{}", r.path, r.field)
         })
         .collect();
@@ -219,10 +215,7 @@ fn summary(config: &Config, plan: &EnvPlan, no_vault: bool) -> String {
         let _ = writeln!(
             out,
             "vault: needed; on-lease-expiry {}, revoke-on-exit {}",
-            match config.vault.on_lease_expiry {
-                ExpiryPolicy::Exit => "exit",
-                ExpiryPolicy::Restart => "restart",
-            },
+            config.vault.on_lease_expiry.as_str(),
             config.vault.revoke_on_exit
         );
         for var in vars {
@@ -256,12 +249,7 @@ fn describe_job(job: &JobSpec, config: &Config) -> String {
         duration::format(job.stop_timeout)
     );
     if job.kind == config::JobKind::Main {
-        let restart = match job.restart {
-            RestartPolicy::Always => "always",
-            RestartPolicy::OnFailure => "on-failure",
-            RestartPolicy::Never => "never",
-        };
-        let _ = write!(text, " | restart {restart}");
+        let _ = write!(text, " | restart {}", job.restart.as_str());
         if job.essential {
             text.push_str(" | essential");
         }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::{EnvSettings, Problem};
+use crate::config::{EnvSettings, Named, Problem};
 
 /// A secret type of a `type:path:field` reference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -15,6 +15,18 @@ pub enum SecretKind {
     Secret,
     /// `aws-user`: `<aws-mount>/creds/<path>`, fields `KeyId`, `SecretKey`, `SessionToken`.
     AwsUser,
+}
+
+impl crate::config::Named for SecretKind {
+    const ALL: &'static [Self] = &[SecretKind::Db, SecretKind::Secret, SecretKind::AwsUser];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            SecretKind::Db => "db",
+            SecretKind::Secret => "secret",
+            SecretKind::AwsUser => "aws-user",
+        }
+    }
 }
 
 /// A parsed `type:path:field` reference.
@@ -108,16 +120,12 @@ pub fn parse_reference(value: &str) -> Result<SecretRef, String> {
     if path.is_empty() || field.is_empty() {
         return Err("the path and the field of type:path:field must not be empty".into());
     }
-    let kind = match kind {
-        "db" => SecretKind::Db,
-        "secret" => SecretKind::Secret,
-        "aws-user" => SecretKind::AwsUser,
-        other => {
-            return Err(format!(
-                "unknown secret type \"{}\"; the types are db, secret, aws-user",
-                other.chars().take(20).collect::<String>()
-            ));
-        }
+    let Some(kind) = SecretKind::parse(kind) else {
+        return Err(format!(
+            "unknown secret type \"{}\"; the types are {}",
+            kind.chars().take(20).collect::<String>(),
+            SecretKind::names().join(", ")
+        ));
     };
     let allowed: &[&str] = match kind {
         SecretKind::Db => &["Username", "Password"],
@@ -127,10 +135,7 @@ pub fn parse_reference(value: &str) -> Result<SecretRef, String> {
     if !allowed.is_empty() && !allowed.contains(&field) {
         return Err(format!(
             "a {} reference has the fields {} (case-sensitive), not \"{}\"",
-            match kind {
-                SecretKind::Db => "db",
-                _ => "aws-user",
-            },
+            kind.as_str(),
             allowed.join(", "),
             field.chars().take(40).collect::<String>()
         ));

@@ -3,6 +3,8 @@
 
 use serde_json::{Value, json};
 
+use super::{ExpiryPolicy, LogFormat, Named, RestartPolicy};
+
 /// `$schema` lets an editor find the schema; simplevisor ignores its value.
 pub const TOP_KEYS: &[&str] = &[
     "$schema",
@@ -74,8 +76,8 @@ fn schema_value() -> Value {
             "kill-signal": {"type": "string", "description": "signal name sent to the job's process group to stop it, e.g. \"INT\"; default TERM"},
             "stop-timeout": duration("grace after kill-signal before SIGKILL; default: the top-level stop-timeout"),
             "workdir": {"type": "string", "minLength": 1, "description": "working directory"},
-            "log-format": {"enum": ["text", "json"], "description": "json: lines that are JSON objects are embedded as objects"},
-            "restart": {"enum": ["always", "on-failure", "never"], "description": "main jobs only; default always"},
+            "log-format": {"enum": LogFormat::names(), "description": "json: lines that are JSON objects are embedded as objects"},
+            "restart": {"enum": RestartPolicy::names(), "description": "main jobs only; default always"},
             "essential": {"type": "boolean", "description": "main jobs only: when it exits, everything stops with its status"},
             "ready": {
                 "type": "object",
@@ -141,7 +143,7 @@ fn schema_value() -> Value {
                     "db-mount": {"type": "string", "description": "default database"},
                     "aws-mount": {"type": "string", "description": "default aws"},
                     "approle-mount": {"type": "string", "description": "default approle"},
-                    "on-lease-expiry": {"enum": ["exit", "restart"], "description": "default exit"},
+                    "on-lease-expiry": {"enum": ExpiryPolicy::names(), "description": "default exit"},
                     "revoke-on-exit": {"type": "boolean", "description": "default true"},
                     "startup-timeout": duration("how long to retry an unreachable Vault at start; default 30s"),
                     "request-timeout": duration("the longest one request to Vault may take; default 10s")

@@ -1,5 +1,7 @@
-//! The configuration file: the serde model of the file (`file`), its validation into the typed
-//! [`Config`] every other module consumes (`validate`), and duration strings (`duration`).
+//! The configuration: the keys of the file and its JSON Schema (`file`), its validation into
+//! the typed [`Config`] every other module consumes (`validate`, `duplicates` for keys given
+//! twice), duration strings (`duration`), the start order of `after` (`order`), and the one
+//! spelling of every config enum ([`Named`]).
 //!
 //! Loading never stops at the first mistake: every problem is collected so that an operator
 //! fixes a config in one round trip.
@@ -73,6 +75,60 @@ pub enum RestartPolicy {
     Always,
     OnFailure,
     Never,
+}
+
+/// A config enum spelled one way everywhere (validation, `check`, the schema, messages): its
+/// values and their names in the file.
+pub trait Named: Sized + Copy + 'static {
+    const ALL: &'static [Self];
+
+    fn as_str(self) -> &'static str;
+
+    fn parse(text: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|v| v.as_str() == text)
+    }
+
+    fn names() -> Vec<&'static str> {
+        Self::ALL.iter().map(|v| v.as_str()).collect()
+    }
+}
+
+impl Named for RestartPolicy {
+    const ALL: &'static [Self] = &[
+        RestartPolicy::Always,
+        RestartPolicy::OnFailure,
+        RestartPolicy::Never,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            RestartPolicy::Always => "always",
+            RestartPolicy::OnFailure => "on-failure",
+            RestartPolicy::Never => "never",
+        }
+    }
+}
+
+impl Named for LogFormat {
+    const ALL: &'static [Self] = &[LogFormat::Text, LogFormat::Json];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+impl Named for ExpiryPolicy {
+    const ALL: &'static [Self] = &[ExpiryPolicy::Exit, ExpiryPolicy::Restart];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            ExpiryPolicy::Exit => "exit",
+            ExpiryPolicy::Restart => "restart",
+        }
+    }
 }
 
 /// One job of `jobs.init` or `jobs.main`, with every default applied.
@@ -300,3 +356,25 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::environment::SecretKind;
+
+    fn round_trips<T: Named + PartialEq + std::fmt::Debug>() {
+        for &value in T::ALL {
+            assert_eq!(T::parse(value.as_str()), Some(value));
+        }
+        assert_eq!(T::parse("bogus"), None);
+    }
+
+    #[test]
+    fn every_enum_name_round_trips() {
+        round_trips::<RestartPolicy>();
+        round_trips::<LogFormat>();
+        round_trips::<ExpiryPolicy>();
+        round_trips::<SecretKind>();
+        assert_eq!(RestartPolicy::names(), ["always", "on-failure", "never"]);
+    }
+}

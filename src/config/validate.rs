@@ -13,8 +13,8 @@ use serde_json::{Map, Value};
 
 use super::file::{BACKOFF_KEYS, ENV_KEYS, JOB_KEYS, JOBS_KEYS, READY_KEYS, TOP_KEYS, VAULT_KEYS};
 use super::{
-    BackoffSettings, Config, ConfigError, EnvSettings, ExpiryPolicy, JobKind, JobSpec, LogFormat,
-    Probe, Problem, ReadyCheck, RestartPolicy, VaultSettings, duration, order, quoted,
+    BackoffSettings, Config, ConfigError, EnvSettings, JobKind, JobSpec, LogFormat, Named, Probe,
+    Problem, ReadyCheck, RestartPolicy, VaultSettings, duration, order, quoted,
 };
 use crate::identity::UserDb;
 use crate::signals;
@@ -233,21 +233,20 @@ impl Validator<'_> {
         }
     }
 
-    fn choice<T: Copy>(
+    fn choice<T: Named>(
         &mut self,
         map: &Map<String, Value>,
         path: &str,
         key: &str,
-        choices: &[(&str, T)],
         default: T,
     ) -> T {
         let Some(text) = self.string(map, path, key) else {
             return default;
         };
-        match choices.iter().find(|(name, _)| *name == text) {
-            Some((_, value)) => *value,
+        match T::parse(&text) {
+            Some(value) => value,
             None => {
-                let names: Vec<String> = choices.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+                let names: Vec<String> = T::names().iter().map(|n| format!("\"{n}\"")).collect();
                 self.problem(
                     &join(path, key),
                     format!("{} is not one of {}", quoted(&text), names.join(", ")),
@@ -436,16 +435,7 @@ impl Validator<'_> {
             db_mount,
             aws_mount,
             approle_mount,
-            on_lease_expiry: self.choice(
-                map,
-                path,
-                "on-lease-expiry",
-                &[
-                    ("exit", ExpiryPolicy::Exit),
-                    ("restart", ExpiryPolicy::Restart),
-                ],
-                defaults.on_lease_expiry,
-            ),
+            on_lease_expiry: self.choice(map, path, "on-lease-expiry", defaults.on_lease_expiry),
             revoke_on_exit: self
                 .bool(map, path, "revoke-on-exit")
                 .unwrap_or(defaults.revoke_on_exit),
@@ -711,24 +701,8 @@ impl Validator<'_> {
             }
             other => other.map(PathBuf::from),
         };
-        let log_format = self.choice(
-            map,
-            path,
-            "log-format",
-            &[("text", LogFormat::Text), ("json", LogFormat::Json)],
-            LogFormat::Text,
-        );
-        let mut restart = self.choice(
-            map,
-            path,
-            "restart",
-            &[
-                ("always", RestartPolicy::Always),
-                ("on-failure", RestartPolicy::OnFailure),
-                ("never", RestartPolicy::Never),
-            ],
-            RestartPolicy::Always,
-        );
+        let log_format = self.choice(map, path, "log-format", LogFormat::Text);
+        let mut restart = self.choice(map, path, "restart", RestartPolicy::Always);
         let mut essential = self.bool(map, path, "essential").unwrap_or(false);
         let mut ready = match map.get("ready") {
             Some(value) => self.ready(value, &join(path, "ready")),

@@ -232,7 +232,7 @@ struct Job {
     run: Run,
     backoff: Backoff,
     /// Stopped by a rolling restart: start again at once, whatever its policy says.
-    rolling: bool,
+    in_rolling_restart: bool,
     /// Stopped by a `stop` command: not restarted until `start`.
     held: bool,
     /// A `restart` command: start again as soon as it is gone.
@@ -278,9 +278,11 @@ pub struct Machine {
     init_count: usize,
     phase: Phase,
     /// Main jobs still to be restarted one by one after a Vault refresh.
-    rolling: VecDeque<JobId>,
+    rolling_queue: VecDeque<JobId>,
     orphans: OrphanLog,
     shutdown_delay: Duration,
+    /// For each job, the jobs that list it in `after` (the reverse of `after`).
+    dependents: Vec<Vec<JobId>>,
     /// A first shutdown signal came during the main phase: stop everything at this moment.
     delayed_stop: Option<Instant>,
 }
@@ -289,7 +291,7 @@ impl Machine {
     /// `init` and `main` policies in file order.
     pub fn new(init: Vec<JobPolicy>, main: Vec<JobPolicy>, backoff: BackoffSettings) -> Machine {
         let init_count = init.len();
-        let jobs = init
+        let jobs: Vec<Job> = init
             .into_iter()
             .chain(main)
             .map(|mut policy| {
@@ -301,7 +303,7 @@ impl Machine {
                     policy,
                     run: Run::Idle,
                     backoff: Backoff::new(backoff),
-                    rolling: false,
+                    in_rolling_restart: false,
                     held: false,
                     restart_now: false,
                     failed: false,
@@ -312,14 +314,23 @@ impl Machine {
                 }
             })
             .collect();
+        let mut dependents = vec![Vec::new(); jobs.len()];
+        for (job, entry) in jobs.iter().enumerate() {
+            for &first in &entry.policy.after {
+                if let Some(list) = dependents.get_mut(first) {
+                    list.push(job);
+                }
+            }
+        }
         Machine {
             jobs,
             init_count,
             phase: Phase::Created,
-            rolling: VecDeque::new(),
+            rolling_queue: VecDeque::new(),
             orphans: OrphanLog::default(),
             shutdown_delay: Duration::ZERO,
             delayed_stop: None,
+            dependents,
         }
     }
 
@@ -366,7 +377,7 @@ impl Machine {
                 )));
                 // A failed start ends a rolling restart's turn for this job; its own restart
                 // policy takes over.
-                let was_rolling = std::mem::take(&mut self.jobs[job].rolling);
+                let was_rolling = std::mem::take(&mut self.jobs[job].in_rolling_restart);
                 self.on_done(
                     job,
                     Termination::Exited(status),
@@ -754,8 +765,8 @@ impl Machine {
         if self.jobs[job].held {
             self.stop_job(job, now, actions);
         }
-        if self.jobs[job].rolling {
-            self.jobs[job].rolling = false;
+        if self.jobs[job].in_rolling_restart {
+            self.jobs[job].in_rolling_restart = false;
             self.continue_rolling(now, actions);
         }
         // A shutdown that began while this job was being started: stop it like the others.
@@ -872,7 +883,7 @@ impl Machine {
         actions: &mut Vec<Action>,
     ) {
         let entry = &mut self.jobs[job];
-        if entry.rolling {
+        if entry.in_rolling_restart {
             self.start_job(job, actions);
             return;
         }
@@ -1018,12 +1029,12 @@ impl Machine {
         if self.phase != Phase::Main {
             return;
         }
-        self.rolling = (self.init_count..self.jobs.len()).collect();
+        self.rolling_queue = (self.init_count..self.jobs.len()).collect();
         actions.push(Action::Info(
             "environment renewed; restarting main jobs one by one".into(),
         ));
         // Only one job is in a rolling restart at a time.
-        if !self.jobs.iter().any(|job| job.rolling) {
+        if !self.jobs.iter().any(|job| job.in_rolling_restart) {
             self.continue_rolling(now, actions);
         }
     }
@@ -1031,12 +1042,12 @@ impl Machine {
     /// Stops the next running job of the rolling restart; the rest follow once it runs again.
     fn continue_rolling(&mut self, now: Instant, actions: &mut Vec<Action>) {
         if self.phase != Phase::Main {
-            self.rolling.clear();
+            self.rolling_queue.clear();
             return;
         }
-        while let Some(job) = self.rolling.pop_front() {
+        while let Some(job) = self.rolling_queue.pop_front() {
             if matches!(self.jobs[job].run, Run::Running { stop: None, .. }) {
-                self.jobs[job].rolling = true;
+                self.jobs[job].in_rolling_restart = true;
                 self.stop_job(job, now, actions);
                 return;
             }
@@ -1048,7 +1059,7 @@ impl Machine {
     fn begin_stop(&mut self, status: u8, now: Instant, actions: &mut Vec<Action>) {
         self.phase = Phase::Stopping { status };
         self.delayed_stop = None;
-        self.rolling.clear();
+        self.rolling_queue.clear();
         for job in 0..self.jobs.len() {
             if let Run::Waiting { .. } = self.jobs[job].run {
                 self.jobs[job].run = Run::Idle;
@@ -1066,10 +1077,12 @@ impl Machine {
     /// for (`after`), so jobs stop in the reverse of their start order.
     fn stop_released(&mut self, now: Instant, actions: &mut Vec<Action>) {
         for job in 0..self.jobs.len() {
-            let waited_for = self
-                .jobs
+            if !matches!(self.jobs[job].run, Run::Running { stop: None, .. }) {
+                continue;
+            }
+            let waited_for = self.dependents[job]
                 .iter()
-                .any(|other| other.is_active() && other.policy.after.contains(&job));
+                .any(|&other| self.jobs[other].is_active());
             if !waited_for {
                 self.stop_job(job, now, actions);
             }

@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::Log;
 use super::client::{Client, Method, RequestError, retrying};
 use super::login::seconds;
-use crate::config::VaultSettings;
+use crate::config::{Named, VaultSettings};
 use crate::environment::{EnvPlan, SecretKind, SecretRef};
 
 /// A lease Vault gave us with a secret.
@@ -22,15 +22,6 @@ pub struct Lease {
     pub label: String,
     pub ttl: Duration,
     pub renewable: bool,
-}
-
-/// The name of a secret type as written in references.
-pub fn kind_name(kind: SecretKind) -> &'static str {
-    match kind {
-        SecretKind::Db => "db",
-        SecretKind::Secret => "secret",
-        SecretKind::AwsUser => "aws-user",
-    }
 }
 
 /// Fetches every reference of `plan`, each `(type, path)` once, retrying transient failures
@@ -49,7 +40,7 @@ pub fn fetch_all(
     let mut kv_version: Option<u8> = None;
     let mut values = BTreeMap::new();
     for (variable, reference) in &plan.replacements {
-        let label = format!("{}:{}", kind_name(reference.kind), reference.path);
+        let label = format!("{}:{}", reference.kind.as_str(), reference.path);
         let key = (reference.kind, reference.path.as_str());
         let data = match fetched.entry(key) {
             Entry::Occupied(entry) => entry.into_mut(),
@@ -157,7 +148,7 @@ fn secret_data(mut answer: Value, kv_version: u8, kind: SecretKind) -> Value {
 
 /// The value of the reference's field; the error names the reference and field.
 fn field(data: &Value, reference: &SecretRef) -> Result<String, String> {
-    let label = format!("{}:{}", kind_name(reference.kind), reference.path);
+    let label = format!("{}:{}", reference.kind.as_str(), reference.path);
     let keys: &[&str] = match (reference.kind, reference.field.as_str()) {
         (SecretKind::Db, "Username") => &["username"],
         (SecretKind::Db, "Password") => &["password"],
@@ -168,7 +159,7 @@ fn field(data: &Value, reference: &SecretRef) -> Result<String, String> {
         (_, field) => {
             return Err(format!(
                 "{label}: unknown field {field:?} for type {}",
-                kind_name(reference.kind)
+                reference.kind.as_str()
             ));
         }
     };

@@ -1,6 +1,7 @@
 //! Validation on in-memory files: every rule, and every problem reported at once.
 
 use super::*;
+use crate::config::ExpiryPolicy;
 use crate::identity::UserDb;
 
 fn users() -> UserDb {
