@@ -9,6 +9,7 @@
 pub mod encode;
 pub mod framing;
 pub mod output;
+pub mod pipes;
 pub mod relay;
 
 pub use output::{Logger, Output};
