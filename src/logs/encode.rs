@@ -165,14 +165,14 @@ fn write_escape(out: &mut Vec<u8>, byte: u8, escape: u8) {
 }
 
 /// JSON's white space (RFC 8259), the only white space a JSON text may have around values.
-fn is_json_space(byte: u8) -> bool {
+pub(super) fn is_json_space(byte: u8) -> bool {
     matches!(byte, b' ' | b'\t' | b'\n' | b'\r')
 }
 
 /// The message without surrounding white space, when that is one JSON object that
 /// `serde_json` accepts (which also rejects lone surrogate escapes and numbers out of `f64`
 /// range, so a consumer parsing our records with it never fails on an embedded object).
-fn json_object(message: &[u8]) -> Option<&[u8]> {
+pub(super) fn json_object(message: &[u8]) -> Option<&[u8]> {
     let start = message.iter().position(|&b| !is_json_space(b))?;
     let end = message.iter().rposition(|&b| !is_json_space(b))? + 1;
     let trimmed = &message[start..end];

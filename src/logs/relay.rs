@@ -33,7 +33,11 @@ impl StreamRelay {
             prefix: RecordPrefix::new(process),
             stream,
             format,
-            framer: Framer::new(),
+            framer: if format == LogFormat::Json {
+                Framer::json()
+            } else {
+                Framer::new()
+            },
         }
     }
 
@@ -175,7 +179,9 @@ mod tests {
     fn the_tail_of_a_cut_json_line_stays_a_string() {
         let mut relay = StreamRelay::new("web", 0, LogFormat::Json);
         let mut out = Vec::new();
+        // Not an object as a whole (it starts with `x`), so it is cut, and its tail is `{}`.
         let mut line = vec![b' '; crate::logs::MAX_MESSAGE];
+        line[0] = b'x';
         line.extend_from_slice(b"{}\n");
         relay.push(&line, &mut out, 1);
         let records: Vec<serde_json::Value> = out
