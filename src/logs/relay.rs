@@ -3,7 +3,7 @@
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-use super::encode::RecordPrefix;
+use super::encode::RecordHead;
 use super::framing::Framer;
 use crate::config::LogFormat;
 
@@ -20,8 +20,7 @@ pub enum ReadOutcome {
 
 /// The relay state of one stream. Holds no buffer while no partial line is pending.
 pub struct StreamRelay {
-    prefix: RecordPrefix,
-    stream: u8,
+    head: RecordHead,
     format: LogFormat,
     framer: Framer,
 }
@@ -30,8 +29,7 @@ impl StreamRelay {
     /// `stream`: 0 for stdout, 1 for stderr.
     pub fn new(process: &str, stream: u8, format: LogFormat) -> StreamRelay {
         StreamRelay {
-            prefix: RecordPrefix::new(process),
-            stream,
+            head: RecordHead::new(process, stream),
             format,
             framer: if format == LogFormat::Json {
                 Framer::json()
@@ -75,29 +73,27 @@ impl StreamRelay {
     /// Frames and encodes bytes already read from the stream.
     pub fn push(&mut self, data: &[u8], out: &mut Vec<u8>, time: u64) {
         let StreamRelay {
-            prefix,
-            stream,
+            head,
             format,
             framer,
         } = self;
         framer.push(data, |message, whole_line| {
             // A chunk of a cut line is never a whole JSON object.
             let format = if whole_line { *format } else { LogFormat::Text };
-            prefix.record(out, time, *stream, message, format);
+            head.record(out, time, message, format);
         });
     }
 
     /// Appends the last partial line, if any (used when the pipe is abandoned without EOF).
     pub fn finish(&mut self, out: &mut Vec<u8>, time: u64) {
         let StreamRelay {
-            prefix,
-            stream,
+            head,
             format,
             framer,
         } = self;
         framer.finish(|message, whole_line| {
             let format = if whole_line { *format } else { LogFormat::Text };
-            prefix.record(out, time, *stream, message, format);
+            head.record(out, time, message, format);
         });
     }
 }
