@@ -24,8 +24,8 @@ pub fn record(
     RecordHead::new(process, stream).record(out, time, message, format);
 }
 
-/// The start of every record of one stream of one process, up to the message:
-/// `{"process":"…","time":…,"stream":…,"message":`, escaped once and rebuilt only when the
+/// The start of every record of one stream of one process, up to the message and the quote
+/// that opens it as a string: `{"process":"…","time":…,"stream":…,"message":"`, escaped once and rebuilt only when the
 /// time (whole seconds) changes, so that a record costs three copies and one scan.
 #[derive(Debug, Clone)]
 pub struct RecordHead {
@@ -61,8 +61,39 @@ impl RecordHead {
         self.bytes.extend_from_slice(b",\"stream\":");
         self.bytes
             .extend_from_slice(itoa::Buffer::new().format(self.stream).as_bytes());
-        self.bytes.extend_from_slice(b",\"message\":");
+        self.bytes.extend_from_slice(b",\"message\":\"");
         self.time = time;
+    }
+
+    /// The head without the quote, for a message that is an object.
+    fn object_head(&self) -> &[u8] {
+        &self.bytes[..self.bytes.len() - 1]
+    }
+
+    /// Appends a record whose message is known to be plain: [`find_special`] finds nothing
+    /// in it, so it is copied as it is.
+    pub fn record_plain(&mut self, out: &mut Vec<u8>, time: u64, message: &[u8]) {
+        debug_assert_eq!(find_special(message), message.len());
+        if time != self.time {
+            self.set_time(time);
+        }
+        const TAIL: &[u8; 3] = b"\"}\n";
+        let head = self.bytes.as_slice();
+        out.reserve(head.len() + message.len() + TAIL.len());
+        let len = out.len();
+        // SAFETY: `reserve` made room for the three parts after `len`; none of them can
+        // overlap `out`'s buffer, which is borrowed mutably here. Two copies of run-time
+        // length and one of three bytes, because `extend_from_slice` is not inlined at
+        // `opt-level = "s"` and its calls cost more than the scan of a line.
+        unsafe {
+            let mut at = out.as_mut_ptr().add(len);
+            std::ptr::copy_nonoverlapping(head.as_ptr(), at, head.len());
+            at = at.add(head.len());
+            std::ptr::copy_nonoverlapping(message.as_ptr(), at, message.len());
+            at = at.add(message.len());
+            std::ptr::copy_nonoverlapping(TAIL.as_ptr(), at, TAIL.len());
+            out.set_len(len + head.len() + message.len() + TAIL.len());
+        }
     }
 
     /// Appends one record of this stream; see [`record`].
@@ -74,41 +105,22 @@ impl RecordHead {
             && let Some(object) = json_object(message)
         {
             out.reserve(self.bytes.len() + object.len() + 2);
-            out.extend_from_slice(&self.bytes);
+            out.extend_from_slice(self.object_head());
             write_compact_json(out, object);
             out.extend_from_slice(b"}\n");
             return;
         }
         let plain = find_special(message);
         if plain == message.len() {
-            // The common case: printable ASCII without `"` or `\`, copied as it is.
-            append(out, [&self.bytes, b"\"", message, b"\"}\n"]);
-            return;
+            // Printable ASCII without `"` or `\`, copied as it is.
+            return self.record_plain(out, time, message);
         }
         out.reserve(self.bytes.len() + message.len() + 48);
-        append(out, [&self.bytes, b"\"", &message[..plain], b""]);
+        out.extend_from_slice(&self.bytes);
+        out.extend_from_slice(&message[..plain]);
         write_str_tail(out, &message[plain..]);
         out.extend_from_slice(b"\"}\n");
     }
-}
-
-/// Appends the parts to `out` with one capacity check: `Vec::extend_from_slice` is not
-/// inlined at `opt-level = "s"`, and four calls of it cost more than the scan of a line.
-#[inline(always)]
-fn append(out: &mut Vec<u8>, parts: [&[u8]; 4]) {
-    let total = parts.iter().map(|part| part.len()).sum();
-    out.reserve(total);
-    let mut len = out.len();
-    for part in parts {
-        // SAFETY: `reserve` made room for `total` bytes after the initial `len`, and `part`
-        // cannot overlap `out`'s buffer, which is borrowed mutably here.
-        unsafe {
-            std::ptr::copy_nonoverlapping(part.as_ptr(), out.as_mut_ptr().add(len), part.len());
-        }
-        len += part.len();
-    }
-    // SAFETY: the first `len` bytes are initialised: the old ones and the parts just copied.
-    unsafe { out.set_len(len) };
 }
 
 /// Appends `bytes` as a JSON string, replacing invalid UTF-8 as `from_utf8_lossy` does.
@@ -169,7 +181,7 @@ fn write_escaped(out: &mut Vec<u8>, mut bytes: &[u8]) {
 
 /// The index of the first byte that is a control character, `"`, `\` or not ASCII (the
 /// length when there is none): everything before it is copied into a JSON string as it is.
-fn find_special(bytes: &[u8]) -> usize {
+pub fn find_special(bytes: &[u8]) -> usize {
     scan::find::<true>(bytes)
 }
 

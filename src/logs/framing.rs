@@ -55,6 +55,11 @@ impl Framer {
         }
     }
 
+    /// No line is pending: the next byte pushed starts a line.
+    pub fn is_idle(&self) -> bool {
+        self.pending.is_empty() && !self.pending_is_cut
+    }
+
     /// Feeds the next bytes of the stream. `emit(message, whole_line)` is called for every
     /// record, in order: `whole_line` is false for the chunks of a line that was cut.
     pub fn push(&mut self, mut data: &[u8], mut emit: impl FnMut(&[u8], bool)) {
