@@ -21,7 +21,7 @@ pub enum ReadOutcome {
     Eof,
 }
 
-/// The relay state of one stream. Holds no buffer while no partial line is pending.
+/// The relay state of one stream. Holds no line buffer while no partial line is pending.
 pub struct StreamRelay {
     head: RecordHead,
     format: LogFormat,
@@ -209,6 +209,26 @@ mod tests {
             out,
             b"{\"process\":\"web\",\"time\":1,\"stream\":0,\"message\":{\"a\":1}}\n\
               {\"process\":\"web\",\"time\":2,\"stream\":0,\"message\":\"{\\\"b\\\":\"}\n"
+        );
+    }
+
+    /// SPEC 7 measures the object without the white space around the line.
+    #[test]
+    fn a_64_kib_object_between_spaces_is_one_record_with_the_object() {
+        let mut relay = StreamRelay::new("web", 0, LogFormat::Json);
+        let mut line = b"  {\"a\":\"".to_vec();
+        line.extend(std::iter::repeat_n(b'x', crate::logs::MAX_MESSAGE - 8));
+        line.extend_from_slice(b"\"}  \n");
+        assert_eq!(line.len(), crate::logs::MAX_MESSAGE + 5);
+        let mut out = Vec::new();
+        for piece in line.chunks(4096) {
+            relay.push(piece, &mut out, 1);
+        }
+        let record: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);
+        assert_eq!(
+            record["message"]["a"].as_str().map(str::len),
+            Some(crate::logs::MAX_MESSAGE - 8)
         );
     }
 
