@@ -165,24 +165,34 @@ fn start(
     };
     let (report_read, report_write) = pipe()?;
     // Opened here so that a root without /dev/null (a bare chroot) is reported as what it is.
-    let dev_null = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-        .map_err(|e| SpawnError {
+    let dev_null = std::fs::File::open("/dev/null").map_err(|e| SpawnError {
         reason: format!(
             "cannot open /dev/null for the job's stdin: {e}; the root needs a /dev/null device (mknod -m 666 /dev/null c 1 3); container runtimes provide one"
         ),
         status: 126,
     })?;
+    // Without pipes (readiness checks), output goes to /dev/null, opened for writing.
+    let sink = match pipes {
+        Some(_) => None,
+        None => Some(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/null")
+                .map_err(|e| SpawnError {
+                    reason: format!("cannot open /dev/null for writing: {e}"),
+                    status: 126,
+                })?,
+        ),
+    };
+    let sink_fd = sink.as_ref().map_or(-1, AsRawFd::as_raw_fd);
     let child_fds = ChildFds {
         stdin: dev_null.as_raw_fd(),
         stdout: pipes
             .as_ref()
-            .map_or(dev_null.as_raw_fd(), |((_, write), _)| write.as_raw_fd()),
+            .map_or(sink_fd, |((_, write), _)| write.as_raw_fd()),
         stderr: pipes
             .as_ref()
-            .map_or(dev_null.as_raw_fd(), |(_, (_, write))| write.as_raw_fd()),
+            .map_or(sink_fd, |(_, (_, write))| write.as_raw_fd()),
         report: report_write.as_raw_fd(),
     };
     let child = ChildArgs {
@@ -197,7 +207,7 @@ fn start(
         status: 126,
     })?;
     let read_ends = pipes.map(|((stdout, _), (stderr, _))| (stdout, stderr));
-    drop((report_write, dev_null));
+    drop((report_write, dev_null, sink));
     // The report pipe closes on exec (success) or carries the failed step and errno.
     if let Some((step, errno)) = read_report(&report_read) {
         reap_failed_child(pid);

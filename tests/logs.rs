@@ -73,6 +73,37 @@ fn long_lines_are_split_and_json_lines_embedded() {
     assert_eq!(*structured[2], Value::String("plain".into()));
 }
 
+/// SPEC 7 measures a JSON line's object without the white space around it: two spaces, an
+/// object of exactly 64 KiB and two spaces are one record whose message is the object.
+#[test]
+fn a_64_kib_json_object_with_white_space_around_it_is_one_record() {
+    // `{"a":"` + 65,528 letters + `"}` is 65,536 bytes.
+    let mut sv = run(r#"{"jobs": {"main": [
+        {"name": "structured", "cmd": ["sh", "-c", "printf '  {\"a\":\"'; head -c 65528 /dev/zero | tr '\\0' x; printf '\"}  \\n'; echo after"],
+         "log-format": "json", "restart": "never"}
+    ]}}"#)
+    .arg("--no-vault")
+    .start();
+    assert_eq!(sv.wait_exit(secs(30.0)), 0);
+    let structured: Vec<&Value> = sv
+        .seen
+        .iter()
+        .filter(|r| r["process"] == "structured")
+        .map(|r| &r["message"])
+        .collect();
+    assert_eq!(
+        structured.len(),
+        2,
+        "{:?}",
+        structured
+            .iter()
+            .map(|m| m.to_string().len())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(structured[0]["a"].as_str().map(str::len), Some(65_528));
+    assert_eq!(*structured[1], Value::String("after".into()));
+}
+
 #[test]
 fn a_closed_stdout_is_reported_once_and_jobs_stay_supervised() {
     let dir = TempDir::new("logs");

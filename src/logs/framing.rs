@@ -7,10 +7,21 @@
 //! where it is cut depends only on its first `MAX_MESSAGE + 1` bytes. A `\r` that is the last
 //! byte known is not counted yet, because a `\n` may follow and drop it. As `bufio.Scanner`
 //! does, a `\r` ending the last line at end of stream is dropped too.
+//!
+//! A framer for a `log-format: "json"` stream keeps a longer line whole when, without the
+//! white space around it, it is a JSON object of at most `MAX_MESSAGE` bytes (SPEC 7 measures
+//! the object, not the line). To keep memory bounded, such a line may be at most
+//! [`MAX_JSON_LINE`] bytes with its white space; a line that cannot be such an object is cut
+//! exactly as in a text stream, as soon as that is known.
 
 use memchr::memchr;
 
 use super::MAX_MESSAGE;
+use super::encode::{is_json_space, json_object};
+
+/// The longest line (without its line ending) kept whole because it holds a JSON object of at
+/// most `MAX_MESSAGE` bytes: the object plus up to 64 KiB of white space around it.
+pub const MAX_JSON_LINE: usize = 2 * MAX_MESSAGE;
 
 /// A pending partial line larger than this is freed once the line is complete, so that one
 /// long line does not keep a 64–128 KiB buffer alive for the life of an idle job.
@@ -22,11 +33,31 @@ pub struct Framer {
     pending: Vec<u8>,
     /// Leading chunks of the pending line were already emitted.
     pending_is_cut: bool,
+    /// Lines that are JSON objects without their surrounding white space are kept whole.
+    json: bool,
+    /// With `json`: the index of the first byte of `pending` that is not JSON white space
+    /// (`pending.len()` while there is none).
+    lead: usize,
+    /// With `json`: the index after the last byte of `pending` that is not white space.
+    content_end: usize,
 }
 
 impl Framer {
     pub fn new() -> Framer {
         Framer::default()
+    }
+
+    /// A framer for a `log-format: "json"` stream (see the module documentation).
+    pub fn json() -> Framer {
+        Framer {
+            json: true,
+            ..Framer::default()
+        }
+    }
+
+    /// No line is pending: the next byte pushed starts a line.
+    pub fn is_idle(&self) -> bool {
+        self.pending.is_empty() && !self.pending_is_cut
     }
 
     /// Feeds the next bytes of the stream. `emit(message, whole_line)` is called for every
@@ -36,16 +67,16 @@ impl Framer {
             let line = &data[..end];
             if self.pending.is_empty() {
                 // The common case: the whole line is in `data`, so it is never copied.
-                emit_line(line, false, &mut emit);
+                emit_line(line, false, self.json, &mut emit);
             } else {
                 self.pending.extend_from_slice(line);
-                emit_line(&self.pending, self.pending_is_cut, &mut emit);
+                emit_line(&self.pending, self.pending_is_cut, self.json, &mut emit);
                 self.clear_pending();
             }
             data = &data[end + 1..];
         }
         if !data.is_empty() {
-            self.pending.extend_from_slice(data);
+            self.extend_pending(data);
             self.cut_overlong(&mut emit);
         }
     }
@@ -53,13 +84,45 @@ impl Framer {
     /// Ends the stream: the last line, if it had no `\n`, is emitted.
     pub fn finish(&mut self, mut emit: impl FnMut(&[u8], bool)) {
         if !self.pending.is_empty() {
-            emit_line(&self.pending, self.pending_is_cut, &mut emit);
+            emit_line(&self.pending, self.pending_is_cut, self.json, &mut emit);
             self.clear_pending();
         }
     }
 
+    fn extend_pending(&mut self, data: &[u8]) {
+        let old = self.pending.len();
+        self.pending.extend_from_slice(data);
+        if self.json {
+            // Only the new bytes are looked at, so that a line arriving in many small reads
+            // is not scanned again and again.
+            if self.lead == old {
+                self.lead = old
+                    + data
+                        .iter()
+                        .position(|&b| !is_json_space(b))
+                        .unwrap_or(data.len());
+            }
+            if let Some(last) = data.iter().rposition(|&b| !is_json_space(b)) {
+                self.content_end = old + last + 1;
+            }
+        }
+    }
+
+    /// With `json`: the pending line can still turn out to be an object of at most
+    /// `MAX_MESSAGE` bytes within a line of at most `MAX_JSON_LINE` bytes.
+    fn may_be_whole_object(&self) -> bool {
+        self.json
+            && !self.pending_is_cut
+            && counted_len(&self.pending) <= MAX_JSON_LINE
+            && self.pending.get(self.lead).is_none_or(|&b| b == b'{')
+            && self.content_end.saturating_sub(self.lead) <= MAX_MESSAGE
+    }
+
     /// Emits the leading chunks of a pending line known to be longer than `MAX_MESSAGE`.
     fn cut_overlong(&mut self, emit: &mut impl FnMut(&[u8], bool)) {
+        if self.may_be_whole_object() {
+            return;
+        }
         let mut start = 0;
         while counted_len(&self.pending[start..]) > MAX_MESSAGE {
             let cut = cut_point(&self.pending[start..]);
@@ -74,6 +137,8 @@ impl Framer {
 
     fn clear_pending(&mut self) {
         self.pending_is_cut = false;
+        self.lead = 0;
+        self.content_end = 0;
         if self.pending.capacity() > KEEP_CAPACITY {
             self.pending = Vec::new();
         } else {
@@ -83,11 +148,16 @@ impl Framer {
 }
 
 /// Emits the end of a line (without its `\n`), cut into chunks if it is too long.
-/// `already_cut`: the line's first chunks were emitted before.
-fn emit_line(line: &[u8], already_cut: bool, emit: &mut impl FnMut(&[u8], bool)) {
+/// `already_cut`: the line's first chunks were emitted before. `json`: a line that is a JSON
+/// object of at most `MAX_MESSAGE` bytes without its surrounding white space is not cut.
+fn emit_line(line: &[u8], already_cut: bool, json: bool, emit: &mut impl FnMut(&[u8], bool)) {
     let mut rest = line.strip_suffix(b"\r").unwrap_or(line);
     if rest.len() <= MAX_MESSAGE {
         emit(rest, !already_cut);
+        return;
+    }
+    if json && !already_cut && rest.len() <= MAX_JSON_LINE && json_object(rest).is_some() {
+        emit(rest, true);
         return;
     }
     while rest.len() > MAX_MESSAGE {
@@ -161,7 +231,14 @@ mod tests {
 
     /// Frames `stream` fed in pieces cut at `cuts`, then ended.
     fn frame_in_pieces(stream: &[u8], cuts: &[usize]) -> Vec<(Vec<u8>, bool)> {
-        let mut framer = Framer::new();
+        frame_in_pieces_as(Framer::new(), stream, cuts)
+    }
+
+    fn frame_in_pieces_as(
+        mut framer: Framer,
+        stream: &[u8],
+        cuts: &[usize],
+    ) -> Vec<(Vec<u8>, bool)> {
         let mut records = Vec::new();
         let mut start = 0;
         let mut cuts: Vec<usize> = cuts.iter().map(|&c| c.min(stream.len())).collect();
@@ -290,6 +367,10 @@ mod tests {
 
     /// The whole-stream definition the streaming framer must agree with.
     fn reference(stream: &[u8]) -> Vec<(Vec<u8>, bool)> {
+        reference_as(stream, false)
+    }
+
+    fn reference_as(stream: &[u8], json: bool) -> Vec<(Vec<u8>, bool)> {
         let mut records = Vec::new();
         let mut lines: Vec<&[u8]> = stream.split(|&b| b == b'\n').collect();
         if lines.last().is_some_and(|l| l.is_empty()) {
@@ -297,6 +378,10 @@ mod tests {
         }
         for line in lines {
             let mut rest = line.strip_suffix(b"\r").unwrap_or(line);
+            if json && rest.len() <= MAX_JSON_LINE && json_object(rest).is_some() {
+                records.push((rest.to_vec(), true));
+                continue;
+            }
             let whole = rest.len() <= MAX_MESSAGE;
             while rest.len() > MAX_MESSAGE {
                 let cut = cut_point(rest);
@@ -320,10 +405,78 @@ mod tests {
             Just(vec![0xE2, 0x82]),
             Just(vec![0x80]),
             (1usize..70_000).prop_map(|n| vec![b'a'; n]),
+            (0usize..3, MAX_MESSAGE - 12..MAX_MESSAGE - 4, 0usize..3)
+                .prop_map(|(lead, n, trail)| spaced_object(lead, n, trail)),
+            Just(b" \t ".to_vec()),
             (1usize..200).prop_map(|n| vec![b'b'; n]),
             any::<u8>().prop_map(|b| vec![b]),
         ];
         proptest::collection::vec(piece, 0..40).prop_map(|pieces| pieces.concat())
+    }
+
+    /// `lead` spaces, a JSON object of `n + 8` bytes, `trail` spaces and tabs.
+    fn spaced_object(lead: usize, n: usize, trail: usize) -> Vec<u8> {
+        let mut line = vec![b' '; lead];
+        line.extend_from_slice(b"{\"a\":\"");
+        line.extend(std::iter::repeat_n(b'x', n));
+        line.extend_from_slice(b"\"}");
+        line.extend(std::iter::repeat_n(b'\t', trail));
+        line
+    }
+
+    #[test]
+    fn a_json_object_of_64_kib_with_white_space_around_it_is_one_record() {
+        let object = spaced_object(0, MAX_MESSAGE - 8, 0);
+        assert_eq!(object.len(), MAX_MESSAGE);
+        let mut line = b"  ".to_vec();
+        line.extend_from_slice(&object);
+        line.extend_from_slice(b"  \r\n");
+        for cuts in [
+            vec![],
+            vec![1],
+            vec![3, MAX_MESSAGE],
+            vec![MAX_MESSAGE + 2],
+            vec![100, 70_000],
+        ] {
+            let records = frame_in_pieces_as(Framer::json(), &line, &cuts);
+            assert_eq!(records.len(), 1, "cuts {cuts:?}");
+            assert_eq!(records[0].0, &line[..line.len() - 2]);
+            assert!(records[0].1);
+            // A text stream cuts the same line.
+            assert_eq!(frame_in_pieces(&line, &cuts).len(), 2);
+        }
+        // Also as the last line without `\n`.
+        let records = frame_in_pieces_as(Framer::json(), &line[..line.len() - 1], &[9]);
+        assert_eq!(records.len(), 1);
+    }
+
+    #[test]
+    fn a_json_line_that_is_no_object_is_cut_as_text() {
+        let object = spaced_object(2, MAX_MESSAGE - 8, 2);
+        let cases = [
+            // One byte too long as an object.
+            spaced_object(2, MAX_MESSAGE - 7, 2),
+            // Not closed, or something after it.
+            object[..object.len() - 3].to_vec(),
+            [&object[..], b"x"].concat(),
+            // Not an object.
+            [&b"  ["[..], &vec![b'1'; MAX_MESSAGE][..], b"]"].concat(),
+            // Too much white space around it.
+            [&vec![b' '; MAX_JSON_LINE - 1][..], b"{}"].concat(),
+        ];
+        for line in cases {
+            for cuts in [vec![], vec![10], vec![MAX_MESSAGE + 1, MAX_MESSAGE + 5]] {
+                let json = frame_in_pieces_as(Framer::json(), &line, &cuts);
+                assert_eq!(json, frame_in_pieces(&line, &cuts));
+                assert!(json.len() > 1);
+            }
+        }
+        // The longest line kept whole: 64 KiB of white space around the object.
+        let whole = [&vec![b' '; MAX_JSON_LINE - 2][..], b"{}"].concat();
+        assert_eq!(
+            frame_in_pieces_as(Framer::json(), &whole, &[5]),
+            [(whole, true)]
+        );
     }
 
     proptest! {
@@ -339,6 +492,19 @@ mod tests {
             prop_assert_eq!(frame_in_pieces(&stream, &cuts), expected.clone());
             for (message, _) in &expected {
                 prop_assert!(message.len() <= MAX_MESSAGE);
+            }
+        }
+
+        #[test]
+        fn json_framing_does_not_depend_on_how_reads_cut_the_stream(
+            stream in stream_strategy(),
+            cuts in proptest::collection::vec(any::<usize>(), 0..8),
+        ) {
+            let cuts: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
+            let expected = reference_as(&stream, true);
+            prop_assert_eq!(frame_in_pieces_as(Framer::json(), &stream, &cuts), expected.clone());
+            for (message, whole) in &expected {
+                prop_assert!(message.len() <= MAX_MESSAGE || (*whole && json_object(message).is_some()));
             }
         }
     }

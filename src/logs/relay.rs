@@ -3,7 +3,10 @@
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-use super::encode::RecordPrefix;
+use memchr::memchr;
+
+use super::MAX_MESSAGE;
+use super::encode::{RecordHead, find_special};
 use super::framing::Framer;
 use crate::config::LogFormat;
 
@@ -18,10 +21,9 @@ pub enum ReadOutcome {
     Eof,
 }
 
-/// The relay state of one stream. Holds no buffer while no partial line is pending.
+/// The relay state of one stream. Holds no line buffer while no partial line is pending.
 pub struct StreamRelay {
-    prefix: RecordPrefix,
-    stream: u8,
+    head: RecordHead,
     format: LogFormat,
     framer: Framer,
 }
@@ -30,10 +32,13 @@ impl StreamRelay {
     /// `stream`: 0 for stdout, 1 for stderr.
     pub fn new(process: &str, stream: u8, format: LogFormat) -> StreamRelay {
         StreamRelay {
-            prefix: RecordPrefix::new(process),
-            stream,
+            head: RecordHead::new(process, stream),
             format,
-            framer: Framer::new(),
+            framer: if format == LogFormat::Json {
+                Framer::json()
+            } else {
+                Framer::new()
+            },
         }
     }
 
@@ -69,31 +74,65 @@ impl StreamRelay {
     }
 
     /// Frames and encodes bytes already read from the stream.
-    pub fn push(&mut self, data: &[u8], out: &mut Vec<u8>, time: u64) {
+    ///
+    /// Most lines of most jobs are short printable ASCII. For those, one scan finds both the
+    /// line end and that nothing needs escaping (`\n` is one of the bytes the scan stops at),
+    /// and the line is copied into its record as it is. Every other line (a byte to escape, a
+    /// `\r`, non-ASCII, a long or partial line, a `json` job's line) goes through the framer
+    /// and the general encoder, which give the same bytes for the lines the fast path takes.
+    pub fn push(&mut self, mut data: &[u8], out: &mut Vec<u8>, time: u64) {
+        if self.format != LogFormat::Text {
+            return self.push_framed(data, out, time);
+        }
+        while !data.is_empty() {
+            if !self.framer.is_idle() {
+                // Complete the pending line first.
+                let Some(newline) = memchr(b'\n', data) else {
+                    return self.push_framed(data, out, time);
+                };
+                self.push_framed(&data[..=newline], out, time);
+                data = &data[newline + 1..];
+                continue;
+            }
+            let plain = find_special(data);
+            match data.get(plain) {
+                Some(b'\n') if plain <= MAX_MESSAGE => {
+                    self.head.record_plain(out, time, &data[..plain]);
+                    data = &data[plain + 1..];
+                }
+                Some(_) => {
+                    let end = memchr(b'\n', &data[plain..]).map_or(data.len(), |n| plain + n + 1);
+                    self.push_framed(&data[..end], out, time);
+                    data = &data[end..];
+                }
+                None => return self.push_framed(data, out, time),
+            }
+        }
+    }
+
+    fn push_framed(&mut self, data: &[u8], out: &mut Vec<u8>, time: u64) {
         let StreamRelay {
-            prefix,
-            stream,
+            head,
             format,
             framer,
         } = self;
         framer.push(data, |message, whole_line| {
             // A chunk of a cut line is never a whole JSON object.
             let format = if whole_line { *format } else { LogFormat::Text };
-            prefix.record(out, time, *stream, message, format);
+            head.record(out, time, message, format);
         });
     }
 
     /// Appends the last partial line, if any (used when the pipe is abandoned without EOF).
     pub fn finish(&mut self, out: &mut Vec<u8>, time: u64) {
         let StreamRelay {
-            prefix,
-            stream,
+            head,
             format,
             framer,
         } = self;
         framer.finish(|message, whole_line| {
             let format = if whole_line { *format } else { LogFormat::Text };
-            prefix.record(out, time, *stream, message, format);
+            head.record(out, time, message, format);
         });
     }
 }
@@ -104,6 +143,8 @@ mod tests {
     use std::os::fd::{AsFd, AsRawFd, OwnedFd};
     use std::thread;
     use std::time::Duration;
+
+    use proptest::prelude::*;
 
     use super::*;
     use crate::logs::Output;
@@ -171,11 +212,33 @@ mod tests {
         );
     }
 
+    /// SPEC 7 measures the object without the white space around the line.
+    #[test]
+    fn a_64_kib_object_between_spaces_is_one_record_with_the_object() {
+        let mut relay = StreamRelay::new("web", 0, LogFormat::Json);
+        let mut line = b"  {\"a\":\"".to_vec();
+        line.extend(std::iter::repeat_n(b'x', crate::logs::MAX_MESSAGE - 8));
+        line.extend_from_slice(b"\"}  \n");
+        assert_eq!(line.len(), crate::logs::MAX_MESSAGE + 5);
+        let mut out = Vec::new();
+        for piece in line.chunks(4096) {
+            relay.push(piece, &mut out, 1);
+        }
+        let record: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);
+        assert_eq!(
+            record["message"]["a"].as_str().map(str::len),
+            Some(crate::logs::MAX_MESSAGE - 8)
+        );
+    }
+
     #[test]
     fn the_tail_of_a_cut_json_line_stays_a_string() {
         let mut relay = StreamRelay::new("web", 0, LogFormat::Json);
         let mut out = Vec::new();
+        // Not an object as a whole (it starts with `x`), so it is cut, and its tail is `{}`.
         let mut line = vec![b' '; crate::logs::MAX_MESSAGE];
+        line[0] = b'x';
         line.extend_from_slice(b"{}\n");
         relay.push(&line, &mut out, 1);
         let records: Vec<serde_json::Value> = out
@@ -185,6 +248,86 @@ mod tests {
             .collect();
         assert_eq!(records.len(), 2);
         assert_eq!(records[1]["message"], "{}");
+    }
+
+    /// The whole stream framed at once and encoded by the general encoder.
+    fn reference(stream: &[u8], format: LogFormat) -> Vec<u8> {
+        let mut framer = if format == LogFormat::Json {
+            Framer::json()
+        } else {
+            Framer::new()
+        };
+        let mut out = Vec::new();
+        let mut emit = |message: &[u8], whole: bool| {
+            let format = if whole { format } else { LogFormat::Text };
+            crate::logs::encode::record(&mut out, "job", 7, 0, message, format);
+        };
+        framer.push(stream, &mut emit);
+        framer.finish(&mut emit);
+        out
+    }
+
+    /// Relays `stream` read in pieces cut at `cuts`, then ended.
+    fn relay_in_pieces(stream: &[u8], cuts: &[usize], format: LogFormat) -> Vec<u8> {
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
+        cuts.sort_unstable();
+        let mut relay = StreamRelay::new("job", 0, format);
+        let mut out = Vec::new();
+        let mut start = 0;
+        for cut in cuts {
+            relay.push(&stream[start..cut], &mut out, 7);
+            start = cut;
+        }
+        relay.push(&stream[start..], &mut out, 7);
+        relay.finish(&mut out, 7);
+        out
+    }
+
+    #[test]
+    fn plain_lines_around_64_kib_are_cut_as_the_framer_cuts_them() {
+        let max = crate::logs::MAX_MESSAGE;
+        for len in [max - 1, max, max + 1, 2 * max + 1] {
+            let mut stream = b"x\n".to_vec();
+            stream.extend(std::iter::repeat_n(b'a', len));
+            stream.extend_from_slice(b"\ny\n");
+            for cuts in [vec![], vec![1], vec![2], vec![len + 2], vec![len + 3]] {
+                let out = relay_in_pieces(&stream, &cuts, LogFormat::Text);
+                assert_eq!(out, reference(&stream, LogFormat::Text), "{len} {cuts:?}");
+            }
+        }
+    }
+
+    fn stream_strategy() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            Just(b"\n".to_vec()),
+            Just(b"\r\n".to_vec()),
+            Just(b"\r".to_vec()),
+            Just(b"\"".to_vec()),
+            Just(b"{\"a\": 1}".to_vec()),
+            Just("é😀".as_bytes().to_vec()),
+            Just(vec![0xF0, 0x9F]),
+            Just(vec![0x01]),
+            (1usize..70_000).prop_map(|n| vec![b'a'; n]),
+            (1usize..200).prop_map(|n| vec![b'b'; n]),
+            any::<u8>().prop_map(|b| vec![b]),
+        ];
+        proptest::collection::vec(piece, 0..60).prop_map(|pieces| pieces.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// The fast path for plain lines gives the same bytes as framing and encoding each
+        /// line, however reads cut the stream.
+        #[test]
+        fn records_do_not_depend_on_reads_or_the_fast_path(
+            stream in stream_strategy(),
+            cuts in proptest::collection::vec(any::<usize>(), 0..8),
+            json in any::<bool>(),
+        ) {
+            let format = if json { LogFormat::Json } else { LogFormat::Text };
+            prop_assert_eq!(relay_in_pieces(&stream, &cuts, format), reference(&stream, format));
+        }
     }
 
     /// The lead's event loop in miniature: a job writes many lines into its pipe while our

@@ -1,12 +1,12 @@
 //! The thin shell around [`Machine`]: one `epoll` over the signalfd, the jobs' output pipes
-//! (through a nested epoll, so that backpressure is one `epoll_ctl`), the stdout writer's
+//! (one fd, [`Pipes`], which relays them and applies backpressure), the stdout writer's
 //! wake-up, the Vault mailbox, the control socket and its connections, and the sockets of
 //! readiness checks. It turns readiness into [`Event`]s and [`Action`]s into syscalls; it
 //! decides nothing itself.
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, OwnedFd};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
@@ -18,7 +18,7 @@ use crate::config::{JobSpec, Probe, validate::http_target};
 use crate::control::protocol::{JobCommand, Request, refusal};
 use crate::control::server::ControlServer;
 use crate::environment;
-use crate::logs::relay::{ReadOutcome, StreamRelay};
+use crate::logs::pipes::Pipes;
 use crate::logs::{Logger, Output};
 use crate::mailbox::Inbox;
 use crate::signals::{self, Disposition};
@@ -44,12 +44,6 @@ const CHECKS_BASE: u64 = 2 << 32;
 /// members reaped by their own parent inside the group send us no SIGCHLD.
 const GROUP_PROBE_INTERVAL: Duration = Duration::from_millis(100);
 
-/// One read of a pipe takes at most this much; also the size of the shared read buffer.
-const READ_CHUNK: usize = 64 * 1024;
-
-/// Records are handed to the writer in batches of about this size.
-const BATCH_SIZE: usize = 64 * 1024;
-
 /// Builds a job environment from new Vault values (after an `on-lease-expiry: restart`).
 pub type Rebuild = Box<dyn FnMut(VaultEvent) -> Result<Option<Vec<(String, String)>>, String>>;
 
@@ -66,30 +60,18 @@ pub struct VaultLink<'a> {
 /// Each Vault credential's reference and time left at a moment.
 pub type Lifetimes<'a> = Box<dyn Fn(Instant) -> Vec<(String, Option<Duration>)> + 'a>;
 
-/// An output stream of a running (or just exited) job.
-struct Stream {
-    job: JobId,
-    fd: OwnedFd,
-    relay: StreamRelay,
-}
-
 pub struct EventLoop<'a> {
     machine: Machine,
     specs: Vec<JobSpec>,
     env: Vec<(String, String)>,
     epoll: Epoll,
-    pipes: Epoll,
+    pipes: Pipes<'a>,
     signals: SignalFd,
     output: &'a Output,
     logger: Logger,
     vault: Option<VaultLink<'a>>,
-    /// Slots indexed by the pipe's epoll token.
-    streams: Vec<Option<Stream>>,
     /// Leader pid → job, for every job started and not yet reaped.
     leaders: HashMap<i32, JobId>,
-    scratch: Vec<u8>,
-    batch: Vec<u8>,
-    throttled: bool,
     status: Option<u8>,
     control: Option<ControlServer>,
     checks: Checks,
@@ -108,19 +90,15 @@ impl<'a> EventLoop<'a> {
         vault: Option<VaultLink<'a>>,
         control: Option<ControlServer>,
     ) -> Result<EventLoop<'a>, String> {
-        let create = || {
-            Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
-                .map_err(|e| format!("cannot create epoll instance: {e}"))
-        };
-        let epoll = create()?;
-        let pipes = create()?;
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
+            .map_err(|e| format!("cannot create epoll instance: {e}"))?;
+        let pipes = Pipes::new(&epoll, TOKEN_PIPES, output, logger.clone())?;
         let add = |fd: std::os::fd::BorrowedFd<'_>, token: u64, what: &str| {
             epoll
                 .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, token))
                 .map_err(|e| format!("cannot watch {what} (epoll_ctl): {e}"))
         };
         add(signals.as_fd(), TOKEN_SIGNALS, "the signalfd")?;
-        add(pipes.0.as_fd(), TOKEN_PIPES, "the job pipes")?;
         add(output.wake_fd(), TOKEN_OUTPUT, "the output writer")?;
         if let Some(link) = &vault {
             add(link.inbox.as_fd(), TOKEN_VAULT, "the Vault mailbox")?;
@@ -145,11 +123,7 @@ impl<'a> EventLoop<'a> {
             output,
             logger,
             vault,
-            streams: Vec::new(),
             leaders: HashMap::new(),
-            scratch: Vec::new(),
-            batch: Vec::new(),
-            throttled: false,
             status: None,
             control,
             checks: Checks::new(CHECKS_BASE),
@@ -194,7 +168,7 @@ impl<'a> EventLoop<'a> {
             self.execute(actions);
         }
         self.checks.cancel_all(&self.epoll);
-        self.close_all_streams();
+        self.pipes.close_all();
         self.status.unwrap_or(1)
     }
 
@@ -268,10 +242,13 @@ impl<'a> EventLoop<'a> {
             Ok(spawned) => {
                 self.leaders.insert(spawned.pid, job);
                 reaper::track_group(spawned.pid);
-                let name = spec.name.clone();
-                let format = spec.log_format;
-                self.add_stream(job, spawned.stdout, StreamRelay::new(&name, 0, format));
-                self.add_stream(job, spawned.stderr, StreamRelay::new(&name, 1, format));
+                self.pipes.register(
+                    job,
+                    &spec.name,
+                    spec.log_format,
+                    spawned.stdout,
+                    spawned.stderr,
+                );
                 Event::Started {
                     job,
                     pid: spawned.pid,
@@ -283,27 +260,6 @@ impl<'a> EventLoop<'a> {
                 status: error.status,
             },
         }
-    }
-
-    fn add_stream(&mut self, job: JobId, fd: OwnedFd, relay: StreamRelay) {
-        let slot = match self.streams.iter().position(Option::is_none) {
-            Some(slot) => slot,
-            None => {
-                self.streams.push(None);
-                self.streams.len() - 1
-            }
-        };
-        let event = EpollEvent::new(EpollFlags::EPOLLIN, slot as u64);
-        if let Err(error) = self.pipes.add(fd.as_fd(), event) {
-            // The job runs, but its output cannot be relayed: say so rather than lose it
-            // silently. Dropping the read end gives the job EPIPE on its next write.
-            self.logger.error(&format!(
-                "cannot watch the output of job {} (epoll_ctl): {error}",
-                self.specs[job].name
-            ));
-            return;
-        }
-        self.streams[slot] = Some(Stream { job, fd, relay });
     }
 
     fn on_signals(&mut self) {
@@ -366,7 +322,7 @@ impl<'a> EventLoop<'a> {
             let group_alive = job.is_some() && reaper::group_alive(pid);
             if let Some(job) = job {
                 // The job's last lines precede its exit record.
-                self.drain_job_streams(job, !group_alive);
+                self.pipes.drain(job, !group_alive);
                 if !group_alive {
                     reaper::forget_group(pid);
                 }
@@ -388,7 +344,7 @@ impl<'a> EventLoop<'a> {
         for (job, pgid) in self.machine.draining_groups() {
             if !reaper::group_alive(pgid) {
                 reaper::forget_group(pgid);
-                self.drain_job_streams(job, true);
+                self.pipes.drain(job, true);
                 let actions = self
                     .machine
                     .handle(Event::GroupGone { job }, Instant::now());
@@ -397,110 +353,16 @@ impl<'a> EventLoop<'a> {
         }
     }
 
-    /// One read of every ready pipe (fairness: a flooding job cannot starve the others).
     fn read_pipes(&mut self) {
-        if self.throttled {
-            return;
-        }
-        let mut ready = [EpollEvent::empty(); 32];
-        let n = match self.pipes.wait(&mut ready, EpollTimeout::ZERO) {
-            Ok(n) => n,
-            Err(_) => return,
-        };
-        let now = unix_now();
-        for event in &ready[..n] {
-            let slot = event.data() as usize;
-            self.read_stream(slot, now);
-        }
-        self.flush_batch();
-    }
-
-    /// One read of one stream; closes it at end of file or on error.
-    fn read_stream(&mut self, slot: usize, now: u64) -> ReadOutcome {
-        if self.scratch.len() < READ_CHUNK {
-            self.scratch.resize(READ_CHUNK, 0);
-        }
-        let Some(stream) = self.streams.get_mut(slot).and_then(Option::as_mut) else {
-            return ReadOutcome::Eof;
-        };
-        let outcome =
-            match stream
-                .relay
-                .read_from(stream.fd.as_fd(), &mut self.scratch, &mut self.batch, now)
-            {
-                Ok(outcome) => outcome,
-                Err(error) => {
-                    let name = &self.specs[stream.job].name;
-                    self.logger
-                        .error(&format!("cannot read the output of job {name}: {error}"));
-                    stream.relay.finish(&mut self.batch, now);
-                    ReadOutcome::Eof
-                }
-            };
-        if outcome == ReadOutcome::Eof {
-            self.close_stream(slot);
-        }
-        if self.batch.len() >= BATCH_SIZE {
-            self.flush_batch();
-        }
-        outcome
-    }
-
-    /// Reads what a job's pipes hold right now; with `close`, also closes them (the job's
-    /// processes are gone, so nothing more of the job's own can come).
-    fn drain_job_streams(&mut self, job: JobId, close: bool) {
-        let now = unix_now();
-        let slots: Vec<usize> = (0..self.streams.len())
-            .filter(|&s| matches!(&self.streams[s], Some(stream) if stream.job == job))
-            .collect();
-        for slot in slots {
-            // Bounded: a pipe holds at most its capacity, and the writers are gone (or
-            // escaped the group, and their later output is not the job's to wait for).
-            for _ in 0..64 {
-                if self.read_stream(slot, now) != ReadOutcome::Data {
-                    break;
-                }
-            }
-            if close && let Some(stream) = self.streams[slot].as_mut() {
-                stream.relay.finish(&mut self.batch, now);
-                self.close_stream(slot);
-            }
-        }
-        self.flush_batch();
-    }
-
-    fn close_stream(&mut self, slot: usize) {
-        if let Some(stream) = self.streams[slot].take() {
-            let _ = self.pipes.delete(stream.fd.as_fd());
-        }
-    }
-
-    fn close_all_streams(&mut self) {
-        let jobs: Vec<JobId> = self.streams.iter().flatten().map(|s| s.job).collect();
-        for job in jobs {
-            self.drain_job_streams(job, true);
-        }
-    }
-
-    fn flush_batch(&mut self) {
-        if !self.batch.is_empty() {
-            self.output.send(std::mem::take(&mut self.batch));
-        }
-        if !self.output.has_room() && !self.throttled {
-            // Backpressure: stop reading job pipes until the writer catches up.
-            if self.epoll.delete(self.pipes.0.as_fd()).is_ok() {
-                self.throttled = true;
-            }
+        if let Err(error) = self.pipes.read_ready() {
+            self.emergency_stop(&error);
         }
     }
 
     fn on_output_room(&mut self) {
         self.output.clear_wake();
-        if self.throttled && self.output.has_room() {
-            let event = EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_PIPES);
-            if self.epoll.add(self.pipes.0.as_fd(), event).is_ok() {
-                self.throttled = false;
-            }
+        if let Err(error) = self.pipes.resume() {
+            self.emergency_stop(&error);
         }
     }
 
@@ -724,10 +586,4 @@ impl<'a> EventLoop<'a> {
         }
         self.status = Some(1);
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
