@@ -404,28 +404,27 @@ impl<L: Log + Clone> Renewer<L> {
     ) -> Result<(BTreeMap<String, String>, VaultInjection), String> {
         let deadline = crate::time::from_now(self.settings.startup_timeout);
         if token_expired {
-            if !self.credentials.creates_token() {
+            if !self.credentials.can_login_again() {
                 return Err(
                     "the token given in VAULT_TOKEN is gone and simplevisor cannot log in again with it: cannot fetch anew"
                         .into(),
                 );
             }
             let issued = Instant::now();
-            let token = retrying(deadline, "logging in again", &self.log, |timeout| {
-                login::login(
-                    &self.client,
-                    &self.credentials,
-                    &self.settings.approle_mount,
-                    timeout,
-                )
-            })
-            .map_err(|e| format!("logging in again failed: {e}"))?;
-            self.log.info("vault: logged in again");
+            let how = self.credentials.describe();
+            let token = retrying(
+                deadline,
+                &format!("logging in again {how}"),
+                &self.log,
+                |timeout| login::login(&self.client, &self.credentials, timeout),
+            )
+            .map_err(|e| format!("logging in again {how} failed: {e}"))?;
+            self.log.info(&format!("vault: logged in again {how}"));
             let previous_until = Some(Instant::now() + Duration::from_secs(1));
             lock(&self.ledger).replace_token(
                 HeldToken {
                     value: token.value.clone(),
-                    own: true,
+                    own: self.credentials.creates_token(),
                     retired_until: None,
                 },
                 previous_until,
