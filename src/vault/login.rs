@@ -408,4 +408,101 @@ mod tests {
         let none = err(&[("VAULT_TOKEN", "")]);
         assert!(none.contains("VAULT_TOKEN") && none.contains("VAULT_ROLE_ID"));
     }
+
+    fn settings(auth: AuthSettings, pairs: &[(&str, &str)]) -> Result<Credentials, Vec<String>> {
+        Credentials::from_settings(Some(&auth), &env(pairs), "approle")
+    }
+
+    #[test]
+    fn vault_auth_chooses_the_method_and_names_what_is_missing() {
+        let dir = std::env::temp_dir().join(format!("sv-login-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("credential");
+        std::fs::write(&file, "  value-not-shown\n").unwrap();
+        let empty = dir.join("empty");
+        std::fs::write(&empty, "\n\t").unwrap();
+        let missing = dir.join("missing");
+
+        let token = settings(
+            AuthSettings::Token { token_file: None },
+            &[("VAULT_TOKEN", "t")],
+        );
+        let token = token.ok().unwrap();
+        assert!(!token.can_login_again() && !token.creates_token());
+        let err = settings(AuthSettings::Token { token_file: None }, &[])
+            .err()
+            .unwrap();
+        assert!(err[0].starts_with("VAULT_TOKEN is not set"), "{err:?}");
+        // A token file: logging in again reads it again, but the token is not ours to revoke.
+        let file_token = settings(
+            AuthSettings::Token {
+                token_file: Some(file.clone()),
+            },
+            &[("VAULT_TOKEN", "ignored")],
+        )
+        .ok()
+        .unwrap();
+        assert!(file_token.can_login_again() && !file_token.creates_token());
+        assert_eq!(
+            read_credential("token-file", &file).ok().unwrap(),
+            "value-not-shown"
+        );
+
+        let approle = |secret_id_file: Option<PathBuf>| AuthSettings::AppRole {
+            mount: "ar".into(),
+            secret_id_file,
+        };
+        let err = settings(approle(None), &[]).err().unwrap();
+        assert_eq!(err.len(), 2, "{err:?}");
+        assert!(err[0].starts_with("VAULT_ROLE_ID is not set"));
+        assert!(err[1].starts_with("VAULT_SECRET_ID is not set"));
+        let creds = settings(approle(Some(file.clone())), &[("VAULT_ROLE_ID", "r")])
+            .ok()
+            .unwrap();
+        assert!(creds.creates_token() && creds.can_login_again());
+        assert_eq!(creds.describe(), "with AppRole at auth/ar");
+
+        let jwt = |jwt_file: PathBuf| AuthSettings::Jwt {
+            role: "ci".into(),
+            mount: "jwt".into(),
+            jwt_file,
+        };
+        let err = settings(jwt(missing.clone()), &[]).err().unwrap();
+        assert!(
+            err[0].starts_with(&format!("vault.auth.jwt-file {}: ", missing.display())),
+            "{err:?}"
+        );
+        let err = settings(jwt(empty.clone()), &[]).err().unwrap();
+        assert_eq!(
+            err,
+            [format!(
+                "vault.auth.jwt-file {}: the file is empty",
+                empty.display()
+            )]
+        );
+        let kubernetes = settings(
+            AuthSettings::Kubernetes {
+                role: "app".into(),
+                mount: "k8s".into(),
+                jwt_file: file.clone(),
+            },
+            &[],
+        )
+        .ok()
+        .unwrap();
+        assert_eq!(
+            kubernetes.describe(),
+            "with Kubernetes at auth/k8s (role app)"
+        );
+        assert!(kubernetes.creates_token() && kubernetes.can_login_again());
+
+        let cert = AuthSettings::Cert {
+            name: None,
+            mount: "cert".into(),
+        };
+        let err = settings(cert.clone(), &[]).err().unwrap();
+        assert!(err[0].contains("VAULT_CLIENT_CERT"), "{err:?}");
+        assert!(settings(cert, &[("VAULT_CLIENT_CERT", "/c.pem")]).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

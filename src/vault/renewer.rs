@@ -377,7 +377,8 @@ impl<L: Log + Clone> Renewer<L> {
             ExpiryPolicy::Restart => {
                 self.log
                     .info(&format!("vault: {what} {how}; fetching every secret anew"));
-                match self.refresh(matches!(expired, Expired::Token)) {
+                let token_expired = matches!(expired, Expired::Token);
+                match self.refresh(token_expired, token_expired && ending == Ending::Revoked) {
                     Ok((values, injection)) => {
                         self.log.info("vault: fetched every secret anew");
                         self.events
@@ -398,9 +399,11 @@ impl<L: Log + Clone> Renewer<L> {
     /// Logs in again when the token is what expires, then fetches everything anew. The old
     /// leases stay valid while running jobs still use them; they are retired in the ledger and
     /// revoked once the jobs were restarted ([`Command::RevokeSuperseded`]) or on exit.
+    /// `token_gone`: Vault said the old token was revoked, so there is nothing to revoke.
     fn refresh(
         &mut self,
         token_expired: bool,
+        token_gone: bool,
     ) -> Result<(BTreeMap<String, String>, VaultInjection), String> {
         let deadline = crate::time::from_now(self.settings.startup_timeout);
         if token_expired {
@@ -421,7 +424,8 @@ impl<L: Log + Clone> Renewer<L> {
             .map_err(|e| format!("logging in again {how} failed: {e}"))?;
             self.log.info(&format!("vault: logged in again {how}"));
             let previous_until = Some(Instant::now() + Duration::from_secs(1));
-            lock(&self.ledger).replace_token(
+            let mut ledger = lock(&self.ledger);
+            ledger.replace_token(
                 HeldToken {
                     value: token.value.clone(),
                     own: self.credentials.creates_token(),
@@ -429,6 +433,11 @@ impl<L: Log + Clone> Renewer<L> {
                 },
                 previous_until,
             );
+            if token_gone && let Some(previous) = ledger.tokens.get_mut(1) {
+                // Revoking it would only be refused (403) and logged as a failure.
+                previous.own = false;
+            }
+            drop(ledger);
             self.token = token.value;
             self.token_life = Tracked::new(issued, token.ttl, token.renewable);
             self.token_in_flight = false;
