@@ -619,3 +619,42 @@ fn check_validates_vault_auth_without_contacting_vault() {
         "{err}"
     );
 }
+
+/// AppRole with the secret id in a file: the secret id is rotated (the old one destroyed) and
+/// the token revoked; the login after that reads the new secret id.
+#[test]
+fn approle_reads_the_rotated_secret_id_file_when_logging_in_again() {
+    let dir = TempDir::new("auth-approle");
+    let ca = Ca::new(dir.path(), "test-ca");
+    let Some(bao) = https_bao(dir.path(), &ca, false) else {
+        return;
+    };
+    let (role_id, first) = bao.approle("approle", "app", &["app"], "6s");
+    let secret_file = dir.path().join("secret-id");
+    std::fs::write(&secret_file, &first).unwrap();
+    let auth = json!({ "method": "approle", "secret-id-file": secret_file });
+    let mut sv = start(
+        &config(auth, "restart"),
+        &env(&bao, &[("VAULT_ROLE_ID", &role_id)]),
+    );
+    sv.wait_message("app", "up ", secs(15.0));
+    assert!(
+        any_internal(&sv, "logged in with AppRole at auth/approle at https://"),
+        "{}",
+        sv.dump()
+    );
+    let second = bao.api("POST", "auth/approle/role/app/secret-id", json!({}))["data"]["secret_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::write(&secret_file, &second).unwrap();
+    bao.api(
+        "POST",
+        "auth/approle/role/app/secret-id/destroy",
+        json!({ "secret_id": first }),
+    );
+    revoke_and_see_a_new_login(&mut sv, &bao, "approle");
+    sv.signal(libc::SIGTERM);
+    assert_eq!(sv.wait_exit(secs(15.0)), 0, "{}", sv.dump());
+    assert_never_shows(&sv, &[&first, &second, &role_id]);
+}
