@@ -343,7 +343,7 @@ fn kubernetes_login_for_another_service_account_is_refused() {
 }
 
 /// TLS certificate login over OpenBao's TLS listener with a client certificate of the test's
-/// CA, and a new login with it after the token is revoked.
+/// CA, and a new login with the renewed certificate after the token is revoked.
 #[test]
 fn cert_login_with_a_client_certificate_logs_in_again_after_revocation() {
     let dir = TempDir::new("auth-cert");
@@ -373,6 +373,17 @@ fn cert_login_with_a_client_certificate_logs_in_again_after_revocation() {
         ),
         "{}",
         sv.dump()
+    );
+    // The certificate is renewed (same files) and the role allows only the new one: the login
+    // after the revocation reads the files anew.
+    let renewed = ca.client("app-client-renewed");
+    std::fs::copy(&renewed.cert_file, &client.cert_file).unwrap();
+    std::fs::copy(&renewed.key_file, &client.key_file).unwrap();
+    bao.api(
+        "POST",
+        "auth/cert/certs/app",
+        json!({ "certificate": ca.cert_pem, "allowed_common_names": ["app-client-renewed"],
+                "token_policies": ["app"], "token_ttl": "6s", "token_max_ttl": "1h" }),
     );
     revoke_and_see_a_new_login(&mut sv, &bao, "cert");
     sv.signal(libc::SIGTERM);

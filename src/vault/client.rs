@@ -79,10 +79,23 @@ pub struct Client {
     agent: Agent,
     /// `VAULT_ADDR` without a trailing `/`.
     addr: String,
-    namespace: Option<String>,
     /// The longest any single request may take; callers with a deadline pass less.
     request_timeout: Duration,
+    /// The settings this client was built from (addresses, names of files, the namespace;
+    /// never secrets), to build it again: certificate files are read anew at every login, as
+    /// credential files are. Shared, so that the client stays small.
+    settings: Arc<Vec<(String, String)>>,
 }
+
+/// The variables a [`Client`] is built from; none of them holds a secret.
+const CLIENT_VARIABLES: &[&str] = &[
+    "VAULT_ADDR",
+    "VAULT_CACERT",
+    "VAULT_SKIP_VERIFY",
+    "VAULT_CLIENT_CERT",
+    "VAULT_CLIENT_KEY",
+    "VAULT_NAMESPACE",
+];
 
 /// The value of `name` in `env`; empty counts as unset, as in the Vault CLI.
 pub fn env_var<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -148,12 +161,25 @@ impl Client {
             .max_redirects(0)
             .user_agent("simplevisor")
             .build();
+        let settings = CLIENT_VARIABLES
+            .iter()
+            .filter_map(|name| {
+                env_var(env, name).map(|value| (name.to_string(), value.to_string()))
+            })
+            .collect();
         Ok(Client {
             agent: Agent::new_with_config(config),
             addr: addr.trim_end_matches('/').to_string(),
-            namespace: env_var(env, "VAULT_NAMESPACE").map(str::to_string),
             request_timeout: REQUEST_TIMEOUT,
+            settings: Arc::new(settings),
         })
+    }
+
+    /// The same client built again, reading `VAULT_CACERT`, `VAULT_CLIENT_CERT` and
+    /// `VAULT_CLIENT_KEY` anew (a renewed client certificate, a rotated CA bundle).
+    pub fn reloaded(&self) -> Result<Client, String> {
+        Client::from_env(&self.settings)
+            .map(|client| client.with_request_timeout(self.request_timeout))
     }
 
     /// Sets `vault.request-timeout`.
@@ -187,7 +213,7 @@ impl Client {
         if let Some(token) = token {
             headers.push(("X-Vault-Token", token));
         }
-        if let Some(namespace) = &self.namespace {
+        if let Some(namespace) = env_var(&self.settings, "VAULT_NAMESPACE") {
             headers.push(("X-Vault-Namespace", namespace));
         }
         let result = match method {

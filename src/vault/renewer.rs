@@ -413,6 +413,15 @@ impl<L: Log + Clone> Renewer<L> {
                         .into(),
                 );
             }
+            // Certificate files are read anew at every login, like credential files: a client
+            // certificate renewed since the start is the one to log in with. If they cannot be
+            // read now, the client keeps what it read before.
+            match self.client.reloaded() {
+                Ok(client) => self.client = client,
+                Err(error) => self.log.error(&format!(
+                    "vault: keeping the TLS settings read before: {error}"
+                )),
+            }
             let issued = Instant::now();
             let how = self.credentials.describe();
             let token = retrying(
