@@ -669,3 +669,53 @@ fn approle_reads_the_rotated_secret_id_file_when_logging_in_again() {
     assert_eq!(sv.wait_exit(secs(15.0)), 0, "{}", sv.dump());
     assert_never_shows(&sv, &[&first, &second, &role_id]);
 }
+
+/// Where logging in again cannot work, under `on-lease-expiry: restart`: a token given in
+/// `VAULT_TOKEN` (exit 1, naming it), and a credential file gone since the start (exit 1,
+/// naming the file, never its content).
+#[test]
+fn a_given_token_or_a_vanished_file_cannot_log_in_again() {
+    let dir = TempDir::new("auth-no-relogin");
+    let ca = Ca::new(dir.path(), "test-ca");
+    let Some(bao) = https_bao(dir.path(), &ca, false) else {
+        return;
+    };
+    let token = bao.token(&["app"], "6s", "1h");
+    let mut sv = start(
+        &config(json!({ "method": "token" }), "restart"),
+        &env(&bao, &[("VAULT_TOKEN", &token)]),
+    );
+    sv.wait_message("app", "up ", secs(15.0));
+    bao.api("POST", "auth/token/revoke", json!({ "token": token }));
+    assert_eq!(sv.wait_exit(secs(15.0)), 1, "{}", sv.dump());
+    assert!(
+        any_internal(&sv, "the token given in VAULT_TOKEN is gone"),
+        "{}",
+        sv.dump()
+    );
+    assert_never_shows(&sv, &[&token]);
+
+    let signer = JwtSigner::new();
+    jwt_auth(&bao, &signer);
+    let jwt_file = dir.path().join("jwt");
+    let jwt = signer.sign(jwt_claims("app"), 3600);
+    std::fs::write(&jwt_file, &jwt).unwrap();
+    let auth = json!({ "method": "jwt", "role": "app", "jwt-file": jwt_file });
+    let mut sv = start(&config(auth, "restart"), &env(&bao, &[]));
+    sv.wait_message("app", "up ", secs(15.0));
+    std::fs::remove_file(&jwt_file).unwrap();
+    bao.api("PUT", "sys/leases/revoke-prefix/auth/jwt/login", json!({}));
+    assert_eq!(sv.wait_exit(secs(15.0)), 1, "{}", sv.dump());
+    assert!(
+        any_internal(
+            &sv,
+            &format!(
+                "logging in again with JWT at auth/jwt (role app) failed: vault.auth.jwt-file {}: No such file",
+                jwt_file.display()
+            )
+        ),
+        "{}",
+        sv.dump()
+    );
+    assert_never_shows(&sv, &[&jwt]);
+}
