@@ -238,16 +238,19 @@ mod tests {
         assert_eq!(keys(&p["restart-backoff"]), sorted(BACKOFF_KEYS));
         assert_eq!(keys(&p["vault"]), sorted(VAULT_KEYS));
         let mut auth_keys_of_schema: Vec<String> = Vec::new();
+        let mut methods = Vec::new();
         for shape in p["vault"]["properties"]["auth"]["oneOf"]
             .as_array()
             .unwrap()
         {
             let method = shape["properties"]["method"]["const"].as_str().unwrap();
+            methods.push(method);
             assert_eq!(keys(shape), sorted(auth_keys(method)), "{method}");
             auth_keys_of_schema.extend(keys(shape));
         }
         auth_keys_of_schema.sort();
         auth_keys_of_schema.dedup();
         assert_eq!(auth_keys_of_schema, sorted(AUTH_KEYS));
+        assert_eq!(methods, AUTH_METHODS);
     }
 }
