@@ -221,7 +221,7 @@ fn kubernetes_login_uses_the_service_account_token_read_at_every_login() {
     let Some(bao) = https_bao(&ca, false) else {
         return;
     };
-    let review = TokenReview::start();
+    let review = TokenReview::start(&ca);
     bao.api(
         "POST",
         "sys/auth/kubernetes",
@@ -286,7 +286,7 @@ fn kubernetes_login_for_another_service_account_is_refused() {
     let Some(bao) = https_bao(&ca, false) else {
         return;
     };
-    let review = TokenReview::start();
+    let review = TokenReview::start(&ca);
     bao.api("POST", "sys/auth/k8s", json!({ "type": "kubernetes" }));
     bao.api(
         "POST",

@@ -1,15 +1,20 @@
 //! The one piece of Kubernetes that OpenBao's `kubernetes` auth talks to: the TokenReview API
-//! (`POST /apis/authentication.k8s.io/v1/tokenreviews`). It answers for the service-account
-//! tokens it was told about, and "not authenticated" for any other, on 127.0.0.1.
+//! (`POST /apis/authentication.k8s.io/v1/tokenreviews`), over HTTPS with a server certificate
+//! of the test's CA, as an API server serves it. It answers for the service-account tokens it
+//! was told about, and "not authenticated" for any other, on 127.0.0.1.
 
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Value, json};
 
 use super::front::{read_request, respond};
+use super::pki::Ca;
 
 #[derive(Default)]
 struct State {
@@ -21,13 +26,27 @@ struct State {
 
 pub struct TokenReview {
     pub port: u16,
-    /// `http://127.0.0.1:<port>`, for OpenBao's `kubernetes_host`.
+    /// `https://127.0.0.1:<port>`, for OpenBao's `kubernetes_host` (with the CA as
+    /// `kubernetes_ca_cert`).
     pub host: String,
     state: Arc<State>,
 }
 
 impl TokenReview {
-    pub fn start() -> TokenReview {
+    /// The stub, serving a server certificate of `ca`.
+    pub fn start(ca: &Ca) -> TokenReview {
+        let issued = ca.server("token-review");
+        let certs = CertificateDer::pem_file_iter(&issued.cert_file)
+            .expect("stub certificate")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("stub certificate");
+        let key = PrivateKeyDer::from_pem_file(&issued.key_file).expect("stub key");
+        let tls = Arc::new(
+            rustls::ServerConfig::builder()
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .expect("stub TLS configuration"),
+        );
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind token review stub");
         let port = listener.local_addr().expect("stub addr").port();
         let state = Arc::new(State::default());
@@ -39,14 +58,22 @@ impl TokenReview {
                 }
                 let Ok(stream) = stream else { continue };
                 let shared = Arc::clone(&shared);
+                let tls = Arc::clone(&tls);
                 std::thread::spawn(move || {
-                    let _ = serve(stream, &shared);
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                    let Ok(connection) = rustls::ServerConnection::new(tls) else {
+                        return;
+                    };
+                    let mut stream = rustls::StreamOwned::new(connection, stream);
+                    let _ = serve(&mut stream, &shared);
+                    stream.conn.send_close_notify();
+                    let _ = stream.flush();
                 });
             }
         });
         TokenReview {
             port,
-            host: format!("http://127.0.0.1:{port}"),
+            host: format!("https://127.0.0.1:{port}"),
             state,
         }
     }
@@ -82,11 +109,10 @@ impl Drop for TokenReview {
     }
 }
 
-fn serve(mut stream: TcpStream, state: &State) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let (head, body) = read_request(&mut stream)?;
+fn serve(stream: &mut (impl Read + Write), state: &State) -> std::io::Result<()> {
+    let (head, body) = read_request(stream)?;
     if !head.starts_with("POST /apis/authentication.k8s.io/v1/tokenreviews") {
-        return respond(&mut stream, 404, "{}");
+        return respond(stream, 404, "{}");
     }
     state.reviews.fetch_add(1, Ordering::SeqCst);
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -117,5 +143,5 @@ fn serve(mut stream: TcpStream, state: &State) -> std::io::Result<()> {
         "spec": request["spec"].clone(),
         "status": status,
     });
-    respond(&mut stream, 201, &answer.to_string())
+    respond(stream, 201, &answer.to_string())
 }
