@@ -19,6 +19,9 @@ import tempfile
 import time
 import urllib.request
 import ssl
+import base64
+import http.server
+import threading
 
 RUNS = int(os.environ.get("RUNS", "5"))
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -465,6 +468,205 @@ def vault_figures():
                 pg.close()
 
 
+# ---------------------------------------------------------------- Login methods
+
+def openssl(*args, data=None):
+    return subprocess.run(["openssl", *args], input=data, check=True, capture_output=True).stdout
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class Pki:
+    """A CA, a server certificate for 127.0.0.1, a client certificate and an RSA key that signs
+    RS256 JWTs, all made with the openssl CLI in `tmp`."""
+
+    def __init__(self, tmp):
+        self.tmp = tmp
+        f = lambda name: os.path.join(tmp, name)
+        self.ca, self.ca_key = f("ca.pem"), f("ca-key.pem")
+        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                "-keyout", self.ca_key, "-out", self.ca, "-subj", "/CN=bench-ca", "-days", "1")
+        self.server, self.server_key = self.issue("server", "subjectAltName=IP:127.0.0.1")
+        self.client, self.client_key = self.issue("client", "extendedKeyUsage=clientAuth")
+        self.jwt_key, self.jwt_pub = f("jwt-key.pem"), f("jwt-pub.pem")
+        openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", self.jwt_key)
+        openssl("pkey", "-in", self.jwt_key, "-pubout", "-out", self.jwt_pub)
+
+    def issue(self, name, ext):
+        key, csr, cert, extfile = (os.path.join(self.tmp, f"{name}{s}") for s in ("-key.pem", ".csr", ".pem", ".ext"))
+        with open(extfile, "w") as out:
+            out.write(ext + "\n")
+        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key,
+                "-out", csr, "-subj", f"/CN={name}")
+        openssl("x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", self.ca_key, "-CAcreateserial",
+                "-out", cert, "-days", "1", "-extfile", extfile)
+        return cert, key
+
+    def jwt(self, claims):
+        now = int(time.time())
+        claims = dict(claims, iat=now - 60, nbf=now - 60, exp=now + 3600)
+        head = b64url(json.dumps({"alg": "RS256", "typ": "JWT"}).encode())
+        body = b64url(json.dumps(claims).encode())
+        signature = openssl("dgst", "-sha256", "-sign", self.jwt_key, data=f"{head}.{body}".encode())
+        return f"{head}.{body}.{b64url(signature)}"
+
+
+class TokenReview(http.server.BaseHTTPRequestHandler):
+    """Answers OpenBao's TokenReview requests: TOKENS maps a token to (namespace, account)."""
+    TOKENS = {}
+
+    def do_POST(self):
+        spec = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0)))).get("spec", {})
+        known = self.TOKENS.get(spec.get("token"))
+        status = ({"authenticated": True, "user": {"username": f"system:serviceaccount:{known[0]}:{known[1]}",
+                                                    "uid": "u", "groups": []}}
+                  if known else {"authenticated": False})
+        body = json.dumps({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                           "spec": spec, "status": status}).encode()
+        self.send_response(201)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+class BaoHttps(Bao):
+    """A dev server whose API is served over HTTPS with the Pki's server certificate."""
+
+    def __init__(self, tmp, pki):
+        self.port = free_port()
+        self.addr = f"https://127.0.0.1:{self.port}"
+        self.ca = pki.ca
+        listener = os.path.join(tmp, "listener.hcl")
+        with open(listener, "w") as out:
+            out.write(f'listener "tcp" {{\n  address = "127.0.0.1:{self.port}"\n'
+                      f'  cluster_address = "127.0.0.1:{free_port()}"\n'
+                      f'  tls_cert_file = "{pki.server}"\n  tls_key_file = "{pki.server_key}"\n}}\n')
+        dev = free_port()
+        self.proc = subprocess.Popen(
+            [BAO, "server", "-dev", "-dev-root-token-id=root", "-dev-no-store-token",
+             f"-dev-listen-address=127.0.0.1:{dev}", f"-config={listener}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            env=dict(os.environ, HOME=tmp))
+        deadline = time.time() + 30
+        while True:
+            try:
+                self.api("GET", "sys/health")
+                break
+            except Exception:
+                pass
+            if time.time() > deadline:
+                raise RuntimeError("OpenBao did not start")
+            time.sleep(0.1)
+
+
+def login_figures():
+    """Start-up time per login method (exec to the first main job started, 3 KV secrets, over
+    HTTPS with a CA made here), and RSS with cert login (mutual TLS) renewing."""
+    if not os.path.exists(BAO) or not shutil.which("openssl"):
+        row("Start-up per login method", "not measured", "OpenBao or openssl missing", "", False)
+        return
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
+        os.chmod(tmp, 0o755)
+        pki = Pki(tmp)
+        review = http.server.ThreadingHTTPServer(("127.0.0.1", 0), TokenReview)
+        threading.Thread(target=review.serve_forever, daemon=True).start()
+        bao = BaoHttps(tmp, pki)
+        try:
+            role_id, secret_id = bao.approle("1h")
+            bao.api("POST", "sys/mounts/kv", {"type": "kv", "options": {"version": "2"}})
+            for i in range(3):
+                bao.api("POST", f"kv/data/app{i}", {"data": {"key": f"value{i}"}})
+            bao.api("POST", "sys/auth/jwt", {"type": "jwt"})
+            with open(pki.jwt_pub) as f:
+                bao.api("POST", "auth/jwt/config", {"jwt_validation_pubkeys": [f.read()]})
+            bao.api("POST", "auth/jwt/role/sv", {"role_type": "jwt", "user_claim": "sub", "bound_subject": "sv",
+                                                 "bound_audiences": ["bench"], "token_policies": ["sv"],
+                                                 "token_period": "1h"})
+            bao.api("POST", "sys/auth/kubernetes", {"type": "kubernetes"})
+            with open(pki.ca) as f:
+                bao.api("POST", "auth/kubernetes/config", {
+                    "kubernetes_host": f"http://127.0.0.1:{review.server_address[1]}",
+                    "kubernetes_ca_cert": f.read(), "disable_local_ca_jwt": True})
+            bao.api("POST", "auth/kubernetes/role/sv", {"bound_service_account_names": ["sv"],
+                                                        "bound_service_account_namespaces": ["bench"],
+                                                        "token_policies": ["sv"], "token_period": "1h"})
+            bao.api("POST", "sys/auth/cert", {"type": "cert"})
+            with open(pki.ca) as f:
+                bao.api("POST", "auth/cert/certs/sv", {"certificate": f.read(), "token_policies": ["sv"],
+                                                       "token_period": "6s"})
+            files = {name: os.path.join(tmp, name) for name in ("jwt", "sa-token", "secret-id", "token")}
+            sa = pki.jwt({"sub": "system:serviceaccount:bench:sv",
+                          "kubernetes.io": {"namespace": "bench", "serviceaccount": {"name": "sv", "uid": "u"}}})
+            TokenReview.TOKENS[sa] = ("bench", "sv")
+            token = bao.api("POST", "auth/token/create", {"policies": ["sv"], "period": "1h"})["auth"]["client_token"]
+            for name, text in (("jwt", pki.jwt({"sub": "sv", "aud": "bench"})), ("sa-token", sa),
+                               ("secret-id", secret_id), ("token", token)):
+                with open(files[name], "w") as out:
+                    out.write(text)
+            base = dict(os.environ, VAULT_ADDR=bao.addr, VAULT_CACERT=pki.ca,
+                        A="secret:app0:key", B="secret:app1:key", C="secret:app2:key")
+            for key in ("VAULT_TOKEN", "VAULT_ROLE_ID", "VAULT_SECRET_ID"):
+                base.pop(key, None)
+            mtls = dict(VAULT_CLIENT_CERT=pki.client, VAULT_CLIENT_KEY=pki.client_key)
+            methods = [
+                ("approle (VAULT_ROLE_ID + VAULT_SECRET_ID)", None, dict(VAULT_ROLE_ID=role_id, VAULT_SECRET_ID=secret_id)),
+                ("approle, secret-id-file", {"method": "approle", "secret-id-file": files["secret-id"]},
+                 dict(VAULT_ROLE_ID=role_id)),
+                ("token-file", {"method": "token", "token-file": files["token"]}, {}),
+                ("kubernetes", {"method": "kubernetes", "role": "sv", "jwt-file": files["sa-token"]}, {}),
+                ("jwt", {"method": "jwt", "role": "sv", "jwt-file": files["jwt"]}, {}),
+                ("cert (mutual TLS)", {"method": "cert", "name": "sv"}, mtls),
+            ]
+            figures = []
+            for label, auth, extra in methods:
+                config = {"env": {"vault-replace": ["A", "B", "C"]},
+                          "jobs": {"main": [{"name": "app", "cmd": ["sleep", "1000.789"]}]}}
+                if auth:
+                    config["vault"] = {"auth": auth}
+                cfg = sv_config(tmp, config, "login.json")
+                times = []
+                for _ in range(RUNS * 2):
+                    t = time.perf_counter()
+                    p = subprocess.Popen([SV, "--config", cfg], env=dict(base, **extra),
+                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                    for line in p.stdout:
+                        if b"job app started" in line:
+                            times.append((time.perf_counter() - t) * 1000)
+                            break
+                    stop(p)
+                    kill_sleepers("1000.789")
+                figures.append(f"{label} {median(times):.1f} ms" if times else f"{label} failed")
+            ok = all(f.endswith(" ms") and float(f.split()[-2]) <= 100 for f in figures)
+            row("Start-up per login method, 3 KV secrets over HTTPS", "; ".join(figures),
+                "", "≤ 100 ms each", ok)
+
+            # Memory: cert login over mutual TLS, the token (period 6 s) renewing.
+            cfg = sv_config(tmp, {"env": {"vault-replace": ["A", "B", "C"]}, "vault": {"auth": {"method": "cert"}},
+                                  "jobs": {"main": [{"name": "app", "cmd": ["sleep", "1000.789"]}]}}, "mtls.json")
+            p = subprocess.Popen([SV, "--config", cfg], env=dict(base, **mtls), stdout=subprocess.PIPE,
+                                 stderr=subprocess.DEVNULL)
+            os.set_blocking(p.stdout.fileno(), False)
+            samples, buf, t0 = [], b"", time.time()
+            while time.time() - t0 < 20:
+                time.sleep(1)
+                buf += p.stdout.read() or b""
+                samples.append(rss_kib(p.pid))
+            stop(p)
+            kill_sleepers("1000.789")
+            row("RSS with cert login over mutual TLS, token renewing", f"{median(samples) / 1024:.2f} MiB median, "
+                f"{max(samples) / 1024:.2f} MiB peak over 20 s", f"{buf.count(b'renewed the token')} token renewals",
+                "≤ 4 MiB", max(samples) <= 4096)
+        finally:
+            bao.close()
+            review.shutdown()
+
+
 def log_relay():
     script = os.path.join(ROOT, "bench", "log-relay")
     out = subprocess.run([script, SV], capture_output=True, text=True, env=dict(os.environ, RUNS=str(RUNS)))
@@ -593,7 +795,8 @@ def control_figures():
 def main():
     only = sys.argv[1:]
     steps = [("size", binary_size), ("memory", idle_memory), ("shutdown", shutdown), ("spawn", spawn_cost),
-             ("zombies", zombies), ("vault", vault_figures), ("logs", log_relay), ("control", control_figures)]
+             ("zombies", zombies), ("vault", vault_figures), ("login", login_figures),
+             ("logs", log_relay), ("control", control_figures)]
     for name, fn in steps:
         if not only or name in only:
             print(f"{name} ...", file=sys.stderr)

@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::cli::{self, Options};
-use crate::config::{self, Config, JobSpec, Named, duration};
+use crate::config::{self, AuthSettings, Config, JobSpec, Named, duration};
 use crate::environment::{self, EnvPlan};
 use crate::identity::UserDb;
 use crate::signals;
@@ -55,7 +55,7 @@ pub fn run(options: &Options) -> u8 {
     match plan_environment(&config, &process_env, options.no_vault) {
         Ok(plan) => {
             let vault_problems = if plan.needs_vault {
-                crate::vault::check_settings(&process_env)
+                crate::vault::check_settings(&config.vault, &process_env)
             } else {
                 Vec::new()
             };
@@ -218,6 +218,7 @@ fn summary(config: &Config, plan: &EnvPlan, no_vault: bool) -> String {
             config.vault.on_lease_expiry.as_str(),
             config.vault.revoke_on_exit
         );
+        let _ = writeln!(out, "  login: {}", describe_login(&config.vault));
         for var in vars {
             let _ = writeln!(out, "  {var}");
         }
@@ -231,6 +232,53 @@ fn summary(config: &Config, plan: &EnvPlan, no_vault: bool) -> String {
         let _ = writeln!(out, "template: {name}");
     }
     out
+}
+
+/// The login method and where its credentials come from (names and paths, never values).
+fn describe_login(vault: &config::VaultSettings) -> String {
+    let Some(auth) = &vault.auth else {
+        return format!(
+            "VAULT_TOKEN, else AppRole at auth/{} (VAULT_ROLE_ID, VAULT_SECRET_ID)",
+            vault.approle_mount
+        );
+    };
+    let method = auth.method();
+    match auth {
+        AuthSettings::Token { token_file: None } => format!("{method} (VAULT_TOKEN)"),
+        AuthSettings::Token {
+            token_file: Some(file),
+        } => format!("{method} (token-file {})", file.display()),
+        AuthSettings::AppRole {
+            mount,
+            secret_id_file,
+        } => format!(
+            "{method} at auth/{mount} (VAULT_ROLE_ID, {})",
+            secret_id_file.as_ref().map_or_else(
+                || "VAULT_SECRET_ID".to_string(),
+                |file| format!("secret-id-file {}", file.display())
+            )
+        ),
+        AuthSettings::Kubernetes {
+            role,
+            mount,
+            jwt_file,
+        }
+        | AuthSettings::Jwt {
+            role,
+            mount,
+            jwt_file,
+        } => format!(
+            "{method} at auth/{mount} (role {role}, jwt-file {})",
+            jwt_file.display()
+        ),
+        AuthSettings::Cert { name, mount } => format!(
+            "{method} at auth/{mount} ({}, VAULT_CLIENT_CERT)",
+            name.as_ref().map_or_else(
+                || "any certificate role".to_string(),
+                |n| format!("name {n}")
+            )
+        ),
+    }
 }
 
 fn describe_job(job: &JobSpec, config: &Config) -> String {

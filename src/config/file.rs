@@ -49,7 +49,34 @@ pub const VAULT_KEYS: &[&str] = &[
     "revoke-on-exit",
     "startup-timeout",
     "request-timeout",
+    "auth",
 ];
+/// Every key of `vault.auth`; [`auth_keys`] tells which belong to which method.
+pub const AUTH_KEYS: &[&str] = &[
+    "method",
+    "token-file",
+    "mount",
+    "secret-id-file",
+    "role",
+    "jwt-file",
+    "name",
+];
+/// The login methods of `vault.auth.method`.
+pub const AUTH_METHODS: &[&str] = &["token", "approle", "kubernetes", "jwt", "cert"];
+
+/// The keys `vault.auth` may hold with `method` (an unknown method: none but `method`).
+pub fn auth_keys(method: &str) -> &'static [&'static str] {
+    match method {
+        "token" => &["method", "token-file"],
+        "approle" => &["method", "mount", "secret-id-file"],
+        "kubernetes" | "jwt" => &["method", "role", "mount", "jwt-file"],
+        "cert" => &["method", "name", "mount"],
+        _ => &["method"],
+    }
+}
+
+/// The default service-account token of a Kubernetes pod.
+pub const KUBERNETES_JWT_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
 
 const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
 
@@ -146,10 +173,52 @@ fn schema_value() -> Value {
                     "on-lease-expiry": {"enum": ExpiryPolicy::names(), "description": "default exit"},
                     "revoke-on-exit": {"type": "boolean", "description": "default true"},
                     "startup-timeout": duration("how long to retry an unreachable Vault at start; default 30s"),
-                    "request-timeout": duration("the longest one request to Vault may take; default 10s")
+                    "request-timeout": duration("the longest one request to Vault may take; default 10s"),
+                    "auth": auth_schema()
                 }
             }
         }
+    })
+}
+
+/// `vault.auth`: one object shape per method.
+fn auth_schema() -> Value {
+    let file =
+        |description: &str| json!({"type": "string", "minLength": 1, "description": description});
+    let text =
+        |description: &str| json!({"type": "string", "minLength": 1, "description": description});
+    let method = |name: &str, required: &[&str], properties: Value| {
+        let mut properties = properties;
+        properties["method"] = json!({"const": name});
+        let mut required: Vec<&str> = required.to_vec();
+        required.insert(0, "method");
+        json!({"type": "object", "additionalProperties": false, "required": required, "properties": properties})
+    };
+    json!({
+        "description": "how simplevisor logs in to Vault; default: VAULT_TOKEN, else AppRole with VAULT_ROLE_ID and VAULT_SECRET_ID",
+        "oneOf": [
+            method("token", &[], json!({
+                "token-file": file("a file holding the token, read at every login; default: VAULT_TOKEN")
+            })),
+            method("approle", &[], json!({
+                "mount": text("default: approle-mount"),
+                "secret-id-file": file("a file holding the secret id, read at every login; default: VAULT_SECRET_ID")
+            })),
+            method("kubernetes", &["role"], json!({
+                "role": text("the Vault role bound to the service account"),
+                "mount": text("default kubernetes"),
+                "jwt-file": file(&format!("the service-account token, read at every login; default {KUBERNETES_JWT_FILE}"))
+            })),
+            method("jwt", &["role", "jwt-file"], json!({
+                "role": text("the Vault role"),
+                "mount": text("default jwt"),
+                "jwt-file": file("a file holding the JWT, read at every login")
+            })),
+            method("cert", &[], json!({
+                "name": text("the certificate role; default: every role Vault has"),
+                "mount": text("default cert")
+            }))
+        ]
     })
 }
 
@@ -196,5 +265,20 @@ mod tests {
             keys(&p["jobs"]["properties"]["main"]["items"]["properties"]["ready"]),
             sorted(READY_KEYS)
         );
+        let mut auth_keys_of_schema: Vec<String> = Vec::new();
+        let mut methods = Vec::new();
+        for shape in p["vault"]["properties"]["auth"]["oneOf"]
+            .as_array()
+            .unwrap()
+        {
+            let method = shape["properties"]["method"]["const"].as_str().unwrap();
+            methods.push(method);
+            assert_eq!(keys(shape), sorted(auth_keys(method)), "{method}");
+            auth_keys_of_schema.extend(keys(shape));
+        }
+        auth_keys_of_schema.sort();
+        auth_keys_of_schema.dedup();
+        assert_eq!(auth_keys_of_schema, sorted(AUTH_KEYS));
+        assert_eq!(methods, AUTH_METHODS);
     }
 }

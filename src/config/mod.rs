@@ -225,6 +225,48 @@ pub struct VaultSettings {
     pub startup_timeout: Duration,
     /// The longest one request may take (a Vault that accepts but never answers).
     pub request_timeout: Duration,
+    /// `vault.auth`; `None`: `VAULT_TOKEN`, else AppRole from the environment.
+    pub auth: Option<AuthSettings>,
+}
+
+/// `vault.auth`: the login method and where its credentials are (docs/vault.md). Files are
+/// only named here: they are read at every login, since projected tokens rotate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthSettings {
+    /// The token in `token_file`, else in `VAULT_TOKEN`.
+    Token { token_file: Option<PathBuf> },
+    /// Role id from `VAULT_ROLE_ID`; secret id from `secret_id_file`, else `VAULT_SECRET_ID`.
+    AppRole {
+        mount: String,
+        secret_id_file: Option<PathBuf>,
+    },
+    /// The service-account token in `jwt_file`, posted with `role`.
+    Kubernetes {
+        role: String,
+        mount: String,
+        jwt_file: PathBuf,
+    },
+    /// The JWT in `jwt_file`, posted with `role`.
+    Jwt {
+        role: String,
+        mount: String,
+        jwt_file: PathBuf,
+    },
+    /// The TLS client certificate (`VAULT_CLIENT_CERT`); `name` picks Vault's certificate role.
+    Cert { name: Option<String>, mount: String },
+}
+
+impl AuthSettings {
+    /// The value of `method`.
+    pub fn method(&self) -> &'static str {
+        match self {
+            AuthSettings::Token { .. } => "token",
+            AuthSettings::AppRole { .. } => "approle",
+            AuthSettings::Kubernetes { .. } => "kubernetes",
+            AuthSettings::Jwt { .. } => "jwt",
+            AuthSettings::Cert { .. } => "cert",
+        }
+    }
 }
 
 impl Default for VaultSettings {
@@ -238,6 +280,7 @@ impl Default for VaultSettings {
             revoke_on_exit: true,
             startup_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(10),
+            auth: None,
         }
     }
 }

@@ -11,10 +11,13 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::file::{BACKOFF_KEYS, ENV_KEYS, JOB_KEYS, JOBS_KEYS, READY_KEYS, TOP_KEYS, VAULT_KEYS};
+use super::file::{
+    AUTH_KEYS, AUTH_METHODS, BACKOFF_KEYS, ENV_KEYS, JOB_KEYS, JOBS_KEYS, KUBERNETES_JWT_FILE,
+    READY_KEYS, TOP_KEYS, VAULT_KEYS, auth_keys,
+};
 use super::{
-    BackoffSettings, Config, ConfigError, EnvSettings, JobKind, JobSpec, LogFormat, Named, Probe,
-    Problem, ReadyCheck, RestartPolicy, VaultSettings, duration, order, quoted,
+    AuthSettings, BackoffSettings, Config, ConfigError, EnvSettings, JobKind, JobSpec, LogFormat,
+    Named, Probe, Problem, ReadyCheck, RestartPolicy, VaultSettings, duration, order, quoted,
 };
 use crate::identity::UserDb;
 use crate::signals;
@@ -424,6 +427,9 @@ impl Validator<'_> {
         let aws_mount = mount(self, "aws-mount", &defaults.aws_mount);
         let approle_mount = mount(self, "approle-mount", &defaults.approle_mount);
         let request_timeout = self.duration(map, path, "request-timeout", defaults.request_timeout);
+        let auth = map
+            .get("auth")
+            .and_then(|auth| self.auth(auth, &approle_mount));
         if request_timeout < Duration::from_millis(100) {
             self.problem(
                 "vault.request-timeout",
@@ -441,7 +447,118 @@ impl Validator<'_> {
                 .unwrap_or(defaults.revoke_on_exit),
             startup_timeout: self.duration(map, path, "startup-timeout", defaults.startup_timeout),
             request_timeout,
+            auth,
         }
+    }
+
+    /// `vault.auth`: the method, its required keys, and no key of another method.
+    fn auth(&mut self, value: &Value, approle_mount: &str) -> Option<AuthSettings> {
+        let path = "vault.auth";
+        let map = self.object(value, path, AUTH_KEYS)?;
+        let Some(method) = self.string(map, path, "method") else {
+            if !map.contains_key("method") {
+                self.problem(
+                    "vault.auth.method",
+                    format!("is required: one of {}", AUTH_METHODS.join(", ")),
+                );
+            }
+            return None;
+        };
+        if !AUTH_METHODS.contains(&method.as_str()) {
+            self.problem(
+                "vault.auth.method",
+                format!(
+                    "{} is not a login method; methods: {}",
+                    quoted(&method),
+                    AUTH_METHODS.join(", ")
+                ),
+            );
+            return None;
+        }
+        let allowed = auth_keys(&method);
+        for key in map.keys() {
+            if AUTH_KEYS.contains(&key.as_str()) && !allowed.contains(&key.as_str()) {
+                self.problem(
+                    &join(path, key),
+                    format!(
+                        "is not a key of method {method}; its keys: {}",
+                        allowed.join(", ")
+                    ),
+                );
+            }
+        }
+        let mount = |v: &mut Self, default: &str| match v.string(map, path, "mount") {
+            Some(m) if m.trim_matches('/').is_empty() => {
+                v.problem("vault.auth.mount", "must not be empty");
+                default.to_string()
+            }
+            Some(m) => m.trim_matches('/').to_string(),
+            None => default.to_string(),
+        };
+        let auth = match method.as_str() {
+            "token" => AuthSettings::Token {
+                token_file: self.auth_file(map, "token-file"),
+            },
+            "approle" => AuthSettings::AppRole {
+                mount: mount(self, approle_mount),
+                secret_id_file: self.auth_file(map, "secret-id-file"),
+            },
+            "kubernetes" => {
+                let role = self.auth_text(map, "role", true);
+                let mount = mount(self, "kubernetes");
+                let jwt_file = self.auth_file(map, "jwt-file");
+                AuthSettings::Kubernetes {
+                    role: role?,
+                    mount,
+                    jwt_file: jwt_file.unwrap_or_else(|| PathBuf::from(KUBERNETES_JWT_FILE)),
+                }
+            }
+            "jwt" => {
+                let role = self.auth_text(map, "role", true);
+                let mount = mount(self, "jwt");
+                let jwt_file = self.auth_file(map, "jwt-file");
+                if jwt_file.is_none() && !map.contains_key("jwt-file") {
+                    self.problem(
+                        "vault.auth.jwt-file",
+                        "is required with method jwt: the file holding the JWT",
+                    );
+                }
+                AuthSettings::Jwt {
+                    role: role?,
+                    mount,
+                    jwt_file: jwt_file?,
+                }
+            }
+            _ => AuthSettings::Cert {
+                name: self.auth_text(map, "name", false),
+                mount: mount(self, "cert"),
+            },
+        };
+        Some(auth)
+    }
+
+    /// A non-empty string of `vault.auth`; a problem if `required` and absent.
+    fn auth_text(&mut self, map: &Map<String, Value>, key: &str, required: bool) -> Option<String> {
+        let path = format!("vault.auth.{key}");
+        match self.string(map, "vault.auth", key) {
+            Some(text) if text.is_empty() || text.contains('\0') => {
+                self.problem(&path, "must be a non-empty string without NUL bytes");
+                None
+            }
+            Some(text) => Some(text),
+            None => {
+                if required && !map.contains_key(key) {
+                    let method = map.get("method").and_then(Value::as_str).unwrap_or("");
+                    self.problem(&path, format!("is required with method {method}"));
+                }
+                None
+            }
+        }
+    }
+
+    /// A file named in `vault.auth` (only named here: it is read at every login).
+    fn auth_file(&mut self, map: &Map<String, Value>, key: &str) -> Option<PathBuf> {
+        self.auth_text(map, key, false).map(PathBuf::from)
     }
 
     fn jobs(&mut self, value: &Value, stop_timeout: Duration) -> (Vec<JobSpec>, Vec<JobSpec>) {

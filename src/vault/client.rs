@@ -1,6 +1,7 @@
 //! The HTTP side of Vault: one reused `ureq` agent, the address, TLS trust (`VAULT_CACERT`,
-//! `VAULT_SKIP_VERIFY`), the `VAULT_NAMESPACE` header, a timeout on every request, and Vault's
-//! `{"errors": [...]}` bodies turned into [`RequestError`]s that never carry a secret.
+//! `VAULT_SKIP_VERIFY`), the TLS client certificate (`VAULT_CLIENT_CERT`, `VAULT_CLIENT_KEY`),
+//! the `VAULT_NAMESPACE` header, a timeout on every request, and Vault's `{"errors": [...]}`
+//! bodies turned into [`RequestError`]s that never carry a secret.
 
 use std::fmt;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use ureq::Agent;
-use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
 
 use super::Log;
 use super::lease::retry_delay;
@@ -36,6 +37,11 @@ pub enum RequestError {
     Status { code: u16, errors: String },
     /// A 2xx answer that is not the JSON we expect.
     BadResponse(String),
+    /// TLS failed for a reason that retrying cannot fix: a server certificate not signed by
+    /// a trusted CA, or a client certificate the server refuses.
+    Tls(String),
+    /// A credential file cannot be read or is empty (names the file, never its content).
+    Credential(String),
 }
 
 impl RequestError {
@@ -44,7 +50,9 @@ impl RequestError {
         match self {
             RequestError::Transport(_) => true,
             RequestError::Status { code, .. } => *code >= 500 || *code == 429,
-            RequestError::BadResponse(_) => false,
+            RequestError::BadResponse(_) | RequestError::Tls(_) | RequestError::Credential(_) => {
+                false
+            }
         }
     }
 }
@@ -60,6 +68,7 @@ impl fmt::Display for RequestError {
             RequestError::BadResponse(reason) => {
                 write!(f, "unexpected answer from Vault: {reason}")
             }
+            RequestError::Tls(reason) | RequestError::Credential(reason) => f.write_str(reason),
         }
     }
 }
@@ -70,10 +79,23 @@ pub struct Client {
     agent: Agent,
     /// `VAULT_ADDR` without a trailing `/`.
     addr: String,
-    namespace: Option<String>,
     /// The longest any single request may take; callers with a deadline pass less.
     request_timeout: Duration,
+    /// The settings this client was built from (addresses, names of files, the namespace;
+    /// never secrets), to build it again: certificate files are read anew at every login, as
+    /// credential files are. Shared, so that the client stays small.
+    settings: Arc<Vec<(String, String)>>,
 }
+
+/// The variables a [`Client`] is built from; none of them holds a secret.
+const CLIENT_VARIABLES: &[&str] = &[
+    "VAULT_ADDR",
+    "VAULT_CACERT",
+    "VAULT_SKIP_VERIFY",
+    "VAULT_CLIENT_CERT",
+    "VAULT_CLIENT_KEY",
+    "VAULT_NAMESPACE",
+];
 
 /// The value of `name` in `env`; empty counts as unset, as in the Vault CLI.
 pub fn env_var<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -85,8 +107,9 @@ pub fn env_var<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {
 }
 
 impl Client {
-    /// Builds the client from `VAULT_ADDR`, `VAULT_CACERT`, `VAULT_SKIP_VERIFY` and
-    /// `VAULT_NAMESPACE`. Errors are settings mistakes, found before any request.
+    /// Builds the client from `VAULT_ADDR`, `VAULT_CACERT`, `VAULT_SKIP_VERIFY`,
+    /// `VAULT_CLIENT_CERT` + `VAULT_CLIENT_KEY` and `VAULT_NAMESPACE`. Errors are settings
+    /// mistakes, found before any request.
     pub fn from_env(env: &[(String, String)]) -> Result<Client, String> {
         let addr = env_var(env, "VAULT_ADDR").ok_or("VAULT_ADDR is not set")?;
         if !(addr.starts_with("http://") || addr.starts_with("https://")) {
@@ -104,6 +127,25 @@ impl Client {
         if let Some(path) = env_var(env, "VAULT_CACERT") {
             tls = tls.root_certs(read_ca_file(path)?);
         }
+        match (
+            env_var(env, "VAULT_CLIENT_CERT"),
+            env_var(env, "VAULT_CLIENT_KEY"),
+        ) {
+            (Some(cert), Some(key)) => tls = tls.client_cert(Some(read_client_cert(cert, key)?)),
+            (Some(_), None) => {
+                return Err(
+                    "VAULT_CLIENT_KEY is not set (VAULT_CLIENT_CERT is): a client certificate needs its private key"
+                        .into(),
+                );
+            }
+            (None, Some(_)) => {
+                return Err(
+                    "VAULT_CLIENT_CERT is not set (VAULT_CLIENT_KEY is): a private key needs its client certificate"
+                        .into(),
+                );
+            }
+            (None, None) => {}
+        }
         let config = Agent::config_builder()
             .http_status_as_error(false)
             .tls_config(tls.build())
@@ -119,12 +161,25 @@ impl Client {
             .max_redirects(0)
             .user_agent("simplevisor")
             .build();
+        let settings = CLIENT_VARIABLES
+            .iter()
+            .filter_map(|name| {
+                env_var(env, name).map(|value| (name.to_string(), value.to_string()))
+            })
+            .collect();
         Ok(Client {
             agent: Agent::new_with_config(config),
             addr: addr.trim_end_matches('/').to_string(),
-            namespace: env_var(env, "VAULT_NAMESPACE").map(str::to_string),
             request_timeout: REQUEST_TIMEOUT,
+            settings: Arc::new(settings),
         })
+    }
+
+    /// The same client built again, reading `VAULT_CACERT`, `VAULT_CLIENT_CERT` and
+    /// `VAULT_CLIENT_KEY` anew (a renewed client certificate, a rotated CA bundle).
+    pub fn reloaded(&self) -> Result<Client, String> {
+        Client::from_env(&self.settings)
+            .map(|client| client.with_request_timeout(self.request_timeout))
     }
 
     /// Sets `vault.request-timeout`.
@@ -158,7 +213,7 @@ impl Client {
         if let Some(token) = token {
             headers.push(("X-Vault-Token", token));
         }
-        if let Some(namespace) = &self.namespace {
+        if let Some(namespace) = env_var(&self.settings, "VAULT_NAMESPACE") {
             headers.push(("X-Vault-Namespace", namespace));
         }
         let result = match method {
@@ -187,7 +242,7 @@ impl Client {
                     .send(body)
             }
         };
-        let mut response = result.map_err(|e| RequestError::Transport(e.to_string()))?;
+        let mut response = result.map_err(|e| transport_error(&self.addr, e))?;
         let code = response.status().as_u16();
         let text = response
             .body_mut()
@@ -206,6 +261,42 @@ impl Client {
             code,
             errors: error_list(&text),
         })
+    }
+}
+
+/// A request that got no answer. TLS failures that retrying cannot fix say what to check.
+fn transport_error(addr: &str, error: ureq::Error) -> RequestError {
+    let tls = match &error {
+        ureq::Error::Rustls(tls) => Some(tls),
+        ureq::Error::Io(io) => io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()),
+        _ => None,
+    };
+    match tls.and_then(|tls| tls_hint(addr, tls)) {
+        Some(reason) => RequestError::Tls(reason),
+        None => RequestError::Transport(error.to_string()),
+    }
+}
+
+/// What to check for a TLS failure that is a settings mistake; `None` for the others.
+fn tls_hint(addr: &str, error: &rustls::Error) -> Option<String> {
+    use rustls::AlertDescription as Alert;
+    match error {
+        rustls::Error::InvalidCertificate(reason) => Some(format!(
+            "cannot reach Vault: the TLS certificate of {addr} is not accepted ({reason}): VAULT_CACERT must name the CA that signed it (and the certificate must name the host of VAULT_ADDR)"
+        )),
+        rustls::Error::AlertReceived(
+            alert @ (Alert::BadCertificate
+            | Alert::CertificateRequired
+            | Alert::UnknownCA
+            | Alert::CertificateUnknown
+            | Alert::CertificateExpired
+            | Alert::CertificateRevoked
+            | Alert::UnsupportedCertificate
+            | Alert::AccessDenied),
+        ) => Some(format!(
+            "cannot reach Vault: {addr} refused the TLS connection ({alert:?}): it wants a client certificate it trusts (VAULT_CLIENT_CERT and VAULT_CLIENT_KEY)"
+        )),
+        _ => None,
     }
 }
 
@@ -253,6 +344,64 @@ fn read_ca_file(path: &str) -> Result<RootCerts, String> {
         ));
     }
     Ok(RootCerts::Specific(Arc::new(certs)))
+}
+
+/// The TLS client certificate: the certificate chain of the PEM file `cert_path` and the
+/// first private key of `key_path`, checked to belong together here (rustls would only find
+/// out at the first connection, where ureq turns it into a panic).
+fn read_client_cert(cert_path: &str, key_path: &str) -> Result<ClientCert, String> {
+    let pem =
+        std::fs::read(cert_path).map_err(|e| format!("VAULT_CLIENT_CERT {cert_path}: {e}"))?;
+    let mut chain: Vec<Certificate<'static>> = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item {
+            Ok(PemItem::Certificate(cert)) => chain.push(cert),
+            Ok(_) => {}
+            Err(e) => return Err(format!("VAULT_CLIENT_CERT {cert_path}: {e}")),
+        }
+    }
+    if chain.is_empty() {
+        return Err(format!(
+            "VAULT_CLIENT_CERT {cert_path}: no PEM certificate in the file"
+        ));
+    }
+    // The key's own parse errors are not quoted: they could show part of the key.
+    let pem = std::fs::read(key_path).map_err(|e| format!("VAULT_CLIENT_KEY {key_path}: {e}"))?;
+    let key: Option<PrivateKey<'static>> = ureq::tls::parse_pem(&pem).find_map(|item| match item {
+        Ok(PemItem::PrivateKey(key)) => Some(key),
+        _ => None,
+    });
+    let key = key.ok_or_else(|| {
+        format!(
+            "VAULT_CLIENT_KEY {key_path}: no PEM private key (PKCS#8, PKCS#1 or SEC1) in the file"
+        )
+    })?;
+    check_key_pair(&chain, &pem).map_err(|reason| {
+        format!("VAULT_CLIENT_CERT {cert_path} and VAULT_CLIENT_KEY {key_path}: {reason}")
+    })?;
+    Ok(ClientCert::new_with_certs(&chain, key))
+}
+
+/// What rustls will check when it builds the TLS configuration: the key (the first of the
+/// PEM text `key_pem`, as for ureq) is usable and is the key of the first certificate.
+fn check_key_pair(chain: &[Certificate<'static>], key_pem: &[u8]) -> Result<(), String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|_| "the private key cannot be parsed".to_string())?;
+    let certs = chain
+        .iter()
+        .map(|cert| CertificateDer::from(cert.der().to_vec()))
+        .collect();
+    let provider = rustls::crypto::ring::default_provider();
+    rustls::sign::CertifiedKey::from_der(certs, key, &provider)
+        .map(drop)
+        .map_err(|e| match e {
+            rustls::Error::InconsistentKeys(_) => {
+                "the private key is not the key of the certificate".to_string()
+            }
+            other => format!("unusable certificate or key ({other})"),
+        })
 }
 
 /// The last attempt of a start-up retry comes this long before the deadline, so that its

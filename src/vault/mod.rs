@@ -93,16 +93,18 @@ pub enum StartError {
     Vault(String),
 }
 
-/// Checks the Vault settings of simplevisor's environment (`VAULT_ADDR`, the login
-/// variables, `VAULT_CACERT`, ...) without contacting Vault, for `simplevisor check`: every
-/// problem `Session::start` would report as a settings error.
-pub fn check_settings(process_env: &[(String, String)]) -> Vec<String> {
+/// Checks the Vault settings (`vault.auth` and its credential files, `VAULT_ADDR`, the login
+/// variables, `VAULT_CACERT`, the client certificate and key, ...) without contacting Vault,
+/// for `simplevisor check`: every problem `Session::start` would report as a settings error.
+pub fn check_settings(settings: &VaultSettings, process_env: &[(String, String)]) -> Vec<String> {
     let mut problems = Vec::new();
     if let Err(message) = Client::from_env(process_env) {
         problems.push(message);
     }
-    if let Err(message) = Credentials::from_env(process_env) {
-        problems.push(message);
+    if let Err(more) =
+        Credentials::from_settings(settings.auth.as_ref(), process_env, &settings.approle_mount)
+    {
+        problems.extend(more);
     }
     problems
 }
@@ -145,30 +147,27 @@ impl Session {
         // Every settings problem at once, as `check` reports them.
         let (client, credentials) = match (
             Client::from_env(process_env),
-            Credentials::from_env(process_env),
+            Credentials::from_settings(
+                settings.auth.as_ref(),
+                process_env,
+                &settings.approle_mount,
+            ),
         ) {
             (Ok(client), Ok(credentials)) => (
                 client.with_request_timeout(settings.request_timeout),
                 credentials,
             ),
             (client, credentials) => {
-                let problems: Vec<String> = [client.err(), credentials.err()]
-                    .into_iter()
-                    .flatten()
-                    .collect();
+                let mut problems: Vec<String> = client.err().into_iter().collect();
+                problems.extend(credentials.err().unwrap_or_default());
                 return Err(StartError::Config(problems.join("; ")));
             }
         };
         let deadline = crate::time::from_now(settings.startup_timeout);
-        let how = match credentials {
-            Credentials::Token(_) => "with VAULT_TOKEN".to_string(),
-            Credentials::AppRole { .. } => {
-                format!("with AppRole at auth/{}", settings.approle_mount)
-            }
-        };
+        let how = credentials.describe();
         let issued = Instant::now();
         let token = retrying(deadline, &format!("logging in {how}"), &log, |timeout| {
-            login::login(&client, &credentials, &settings.approle_mount, timeout)
+            login::login(&client, &credentials, timeout)
         })
         .map_err(|e| {
             StartError::Vault(format!(

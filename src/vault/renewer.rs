@@ -406,7 +406,8 @@ impl<L: Log + Clone> Renewer<L> {
             ExpiryPolicy::Restart => {
                 self.log
                     .info(&format!("vault: {what} {how}; fetching every secret anew"));
-                match self.refresh(matches!(expired, Expired::Token)) {
+                let token_expired = matches!(expired, Expired::Token);
+                match self.refresh(token_expired, token_expired && ending == Ending::Revoked) {
                     Ok((values, injection)) => {
                         self.log.info("vault: fetched every secret anew");
                         self.events
@@ -427,38 +428,54 @@ impl<L: Log + Clone> Renewer<L> {
     /// Logs in again when the token is what expires, then fetches everything anew. The old
     /// leases stay valid while running jobs still use them; they are retired in the ledger and
     /// revoked once the jobs were restarted ([`Command::RevokeSuperseded`]) or on exit.
+    /// `token_gone`: Vault said the old token was revoked, so there is nothing to revoke.
     fn refresh(
         &mut self,
         token_expired: bool,
+        token_gone: bool,
     ) -> Result<(BTreeMap<String, String>, VaultInjection), String> {
         let deadline = crate::time::from_now(self.settings.startup_timeout);
         if token_expired {
-            if !self.credentials.creates_token() {
+            if !self.credentials.can_login_again() {
                 return Err(
                     "the token given in VAULT_TOKEN is gone and simplevisor cannot log in again with it: cannot fetch anew"
                         .into(),
                 );
             }
+            // Certificate files are read anew at every login, like credential files: a client
+            // certificate renewed since the start is the one to log in with. If they cannot be
+            // read now, the client keeps what it read before.
+            match self.client.reloaded() {
+                Ok(client) => self.client = client,
+                Err(error) => self.log.error(&format!(
+                    "vault: keeping the TLS settings read before: {error}"
+                )),
+            }
             let issued = Instant::now();
-            let token = retrying(deadline, "logging in again", &self.log, |timeout| {
-                login::login(
-                    &self.client,
-                    &self.credentials,
-                    &self.settings.approle_mount,
-                    timeout,
-                )
-            })
-            .map_err(|e| format!("logging in again failed: {e}"))?;
-            self.log.info("vault: logged in again");
+            let how = self.credentials.describe();
+            let token = retrying(
+                deadline,
+                &format!("logging in again {how}"),
+                &self.log,
+                |timeout| login::login(&self.client, &self.credentials, timeout),
+            )
+            .map_err(|e| format!("logging in again {how} failed: {e}"))?;
+            self.log.info(&format!("vault: logged in again {how}"));
             let previous_until = Some(Instant::now() + Duration::from_secs(1));
-            lock(&self.ledger).replace_token(
+            let mut ledger = lock(&self.ledger);
+            ledger.replace_token(
                 HeldToken {
                     value: token.value.clone(),
-                    own: true,
+                    own: self.credentials.creates_token(),
                     retired_until: None,
                 },
                 previous_until,
             );
+            if token_gone && let Some(previous) = ledger.tokens.get_mut(1) {
+                // Revoking it would only be refused (403) and logged as a failure.
+                previous.own = false;
+            }
+            drop(ledger);
             self.token = token.value;
             self.token_life = Tracked::new(issued, token.ttl, token.renewable);
             self.token_in_flight = false;

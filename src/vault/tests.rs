@@ -550,7 +550,10 @@ fn a_broken_vault_sees_a_bounded_request_rate_until_the_renewer_gives_up() {
     let before = front.requests();
     match next_event(&inbox, Duration::from_secs(12)) {
         Some(VaultEvent::Fatal(message)) => {
-            assert!(message.contains("logging in again failed"), "{message}")
+            assert!(
+                message.contains("logging in again with AppRole at auth/approle failed"),
+                "{message}"
+            )
         }
         other => panic!("expected Fatal, got {other:?}; log {:?}", log.messages()),
     }

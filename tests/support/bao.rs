@@ -1,5 +1,6 @@
 //! An OpenBao dev server on a free loopback port, root token `root`, configured through its
-//! HTTP API.
+//! HTTP API: plain HTTP, `-dev-tls` with OpenBao's own CA, or an HTTPS listener with
+//! certificates the test made ([`Bao::start_https`]).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -32,8 +33,23 @@ pub struct Bao {
     pub port: u16,
     pub addr: String,
     tls: bool,
+    /// The test's own TLS listener (then `addr` is its address).
+    https: Option<Https>,
     dir: TempDir,
     agent: ureq::Agent,
+}
+
+/// A TLS listener with certificates the test made.
+#[derive(Clone)]
+pub struct Https {
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// Require a client certificate signed by this CA (plain mutual TLS); without it, a
+    /// client certificate is asked for but optional (what `cert` login needs).
+    pub require_client_ca: Option<PathBuf>,
+    /// The client certificate and key the fixture itself uses for its API calls.
+    pub admin: Option<(PathBuf, PathBuf)>,
 }
 
 impl Bao {
@@ -47,18 +63,33 @@ impl Bao {
         Bao::launch(true)
     }
 
+    /// A dev server whose API is served over HTTPS with the test's certificates (the dev
+    /// listener stays plain HTTP on another port, unused).
+    pub fn start_https(https: Https) -> Option<Bao> {
+        Bao::launch_with(false, Some(https))
+    }
+
     fn launch(tls: bool) -> Option<Bao> {
+        Bao::launch_with(tls, None)
+    }
+
+    fn launch_with(tls: bool, https: Option<Https>) -> Option<Bao> {
         let binary = binary()?;
         // The dev server also binds port+1 for clustering: retry when either was taken.
         for _ in 0..5 {
             let port = free_port();
             let dir = TempDir::new("bao");
+            let addr = match &https {
+                Some(_) => format!("https://127.0.0.1:{}", free_port()),
+                None => format!("{}://127.0.0.1:{port}", if tls { "https" } else { "http" }),
+            };
             let mut bao = Bao {
                 child: None,
                 binary: binary.clone(),
                 port,
-                addr: format!("{}://127.0.0.1:{port}", if tls { "https" } else { "http" }),
+                addr,
                 tls,
+                https: https.clone(),
                 dir,
                 agent: ureq::Agent::new_with_defaults(),
             };
@@ -86,6 +117,25 @@ impl Bao {
                 .arg("-dev-tls")
                 .arg(format!("-dev-tls-cert-dir={}", self.dir.path().display()));
         }
+        if let Some(https) = &self.https {
+            let listen = self.addr.trim_start_matches("https://");
+            let mut hcl = format!(
+                "listener \"tcp\" {{\n  address = \"{listen}\"\n  cluster_address = \"127.0.0.1:{}\"\n  tls_cert_file = \"{}\"\n  tls_key_file = \"{}\"\n",
+                free_port(),
+                https.cert_file.display(),
+                https.key_file.display()
+            );
+            if let Some(ca) = &https.require_client_ca {
+                hcl.push_str(&format!(
+                    "  tls_require_and_verify_client_cert = true\n  tls_client_ca_file = \"{}\"\n",
+                    ca.display()
+                ));
+            }
+            hcl.push_str("}\n");
+            let file = self.dir.path().join("listener.hcl");
+            std::fs::write(&file, hcl).expect("listener config");
+            command.arg(format!("-config={}", file.display()));
+        }
         self.child = Some(command.spawn().expect("cannot run bao"));
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
@@ -111,7 +161,19 @@ impl Bao {
 
     fn make_agent(&self) -> ureq::Agent {
         let mut tls = ureq::tls::TlsConfig::builder();
-        if self.tls {
+        if let Some((cert, key)) = self.https.as_ref().and_then(|https| https.admin.as_ref()) {
+            let pem = std::fs::read(cert).expect("admin certificate");
+            let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(cert)) => Some(cert),
+                    _ => None,
+                })
+                .collect();
+            let key = ureq::tls::PrivateKey::from_pem(&std::fs::read(key).expect("admin key"))
+                .expect("admin key");
+            tls = tls.client_cert(Some(ureq::tls::ClientCert::new_with_certs(&certs, key)));
+        }
+        if self.tls || self.https.is_some() {
             let pem = std::fs::read(self.ca_file()).expect("bao CA");
             let certs: Vec<_> = ureq::tls::parse_pem(&pem)
                 .filter_map(|item| match item {
@@ -129,9 +191,12 @@ impl Bao {
             .new_agent()
     }
 
-    /// The CA of a `-dev-tls` server.
+    /// The CA of a `-dev-tls` server, or the test's CA.
     pub fn ca_file(&self) -> PathBuf {
-        self.dir.path().join("vault-ca.pem")
+        match &self.https {
+            Some(https) => https.ca_file.clone(),
+            None => self.dir.path().join("vault-ca.pem"),
+        }
     }
 
     /// Kills the server (its state is lost: dev servers keep everything in memory).
@@ -172,7 +237,7 @@ impl Bao {
     /// The environment simplevisor needs to reach this server (without a login).
     pub fn env(&self) -> Vec<(String, String)> {
         let mut env = vec![("VAULT_ADDR".to_string(), self.addr.clone())];
-        if self.tls {
+        if self.tls || self.https.is_some() {
             env.push((
                 "VAULT_CACERT".to_string(),
                 self.ca_file().display().to_string(),

@@ -221,7 +221,7 @@ fn reset(stream: TcpStream) {
 }
 
 /// The request head (up to the blank line) and its `Content-Length` body.
-fn read_request(stream: &mut TcpStream) -> std::io::Result<(String, Vec<u8>)> {
+pub fn read_request(stream: &mut impl Read) -> std::io::Result<(String, Vec<u8>)> {
     let mut buffer = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
@@ -252,9 +252,10 @@ fn read_request(stream: &mut TcpStream) -> std::io::Result<(String, Vec<u8>)> {
     Ok((head, body))
 }
 
-fn respond(stream: &mut TcpStream, status: u16, body: &str) -> std::io::Result<()> {
+pub fn respond(stream: &mut impl Write, status: u16, body: &str) -> std::io::Result<()> {
     let reason = match status {
         200 => "OK",
+        201 => "Created",
         204 => "No Content",
         _ => "Service Unavailable",
     };

@@ -1,6 +1,7 @@
-//! Test fixtures with real components: an OpenBao dev server (plain HTTP or `-dev-tls`), a
-//! throwaway PostgreSQL, and a small HTTP front that forwards to OpenBao, answers only the
-//! AWS secrets engine OpenBao lacks, and can play a broken Vault (503) while counting requests.
+//! Test fixtures with real components: an OpenBao dev server (plain HTTP, `-dev-tls`, or HTTPS
+//! with certificates the test makes, see `pki`), a throwaway PostgreSQL, a small HTTP front
+//! that forwards to OpenBao, answers only the AWS secrets engine OpenBao lacks, and can play a
+//! broken Vault (503) while counting requests, and a Kubernetes TokenReview stub (`kube`).
 //!
 //! Shared by the in-crate tests (`src/vault/tests.rs`) and `tests/vault.rs`. Every process
 //! started here is stopped by its pid when its fixture is dropped.
@@ -8,6 +9,8 @@
 
 pub mod bao;
 pub mod front;
+pub mod kube;
+pub mod pki;
 pub mod postgres;
 
 use std::path::{Path, PathBuf};

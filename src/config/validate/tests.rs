@@ -331,3 +331,106 @@ fn http_targets_are_ip_addresses_with_a_path() {
     assert_eq!(target("http://example.com/"), None);
     assert_eq!(target("https://127.0.0.1/"), None);
 }
+
+fn with_auth(auth: &str) -> String {
+    format!(
+        r#"{{"vault": {{"approle-mount": "ar", "auth": {auth}}}, "jobs": {{"main": [{{"cmd": ["x"]}}]}}}}"#
+    )
+}
+
+#[test]
+fn vault_auth_methods_get_their_defaults() {
+    let auth = |text: &str| load_text(&with_auth(text)).unwrap().vault.auth.unwrap();
+    assert_eq!(
+        auth(r#"{"method": "token"}"#),
+        AuthSettings::Token { token_file: None }
+    );
+    assert_eq!(
+        auth(r#"{"method": "token", "token-file": "/run/t"}"#),
+        AuthSettings::Token {
+            token_file: Some(PathBuf::from("/run/t"))
+        }
+    );
+    // AppRole's mount defaults to approle-mount.
+    assert_eq!(
+        auth(r#"{"method": "approle", "secret-id-file": "/run/s"}"#),
+        AuthSettings::AppRole {
+            mount: "ar".into(),
+            secret_id_file: Some(PathBuf::from("/run/s"))
+        }
+    );
+    assert_eq!(
+        auth(r#"{"method": "kubernetes", "role": "app"}"#),
+        AuthSettings::Kubernetes {
+            role: "app".into(),
+            mount: "kubernetes".into(),
+            jwt_file: PathBuf::from("/var/run/secrets/kubernetes.io/serviceaccount/token"),
+        }
+    );
+    assert_eq!(
+        auth(r#"{"method": "jwt", "role": "ci", "mount": "/gitlab/", "jwt-file": "/run/jwt"}"#),
+        AuthSettings::Jwt {
+            role: "ci".into(),
+            mount: "gitlab".into(),
+            jwt_file: PathBuf::from("/run/jwt"),
+        }
+    );
+    assert_eq!(
+        auth(r#"{"method": "cert"}"#),
+        AuthSettings::Cert {
+            name: None,
+            mount: "cert".into()
+        }
+    );
+    let none = load_text(&with_auth("null").replace(r#", "auth": null"#, ""));
+    assert_eq!(none.unwrap().vault.auth, None);
+}
+
+#[test]
+fn vault_auth_mistakes_are_reported_with_their_path() {
+    let p = problems(&with_auth(r#"{"method": "ldap"}"#));
+    assert!(
+        p[0].starts_with(r#"vault.auth.method: "ldap" is not a login method; methods: token, approle, kubernetes, jwt, cert"#),
+        "{p:?}"
+    );
+    let p = problems(&with_auth(r#"{"role": "x"}"#));
+    assert_eq!(
+        p,
+        ["vault.auth.method: is required: one of token, approle, kubernetes, jwt, cert"]
+    );
+    let p = problems(&with_auth(r#"{"method": "jwt", "mount": ""}"#));
+    assert_eq!(
+        p,
+        [
+            "vault.auth.role: is required with method jwt",
+            "vault.auth.mount: must not be empty",
+            "vault.auth.jwt-file: is required with method jwt: the file holding the JWT",
+        ]
+    );
+    let p = problems(&with_auth(
+        r#"{"method": "kubernetes", "role": "", "jwt_file": "/x"}"#,
+    ));
+    assert!(
+        p[0].starts_with(
+            r#"vault.auth.jwt_file: unknown key "jwt_file"; did you mean "jwt-file"?"#
+        ),
+        "{p:?}"
+    );
+    assert_eq!(
+        p[1],
+        "vault.auth.role: must be a non-empty string without NUL bytes"
+    );
+    // A key of another method is a mistake too: it would be silently ignored.
+    let p = problems(&with_auth(
+        r#"{"method": "cert", "role": "app", "jwt-file": 3}"#,
+    ));
+    assert_eq!(
+        p[..2],
+        [
+            "vault.auth.jwt-file: is not a key of method cert; its keys: method, name, mount",
+            "vault.auth.role: is not a key of method cert; its keys: method, name, mount",
+        ]
+    );
+    let p = problems(&with_auth(r#""kubernetes""#));
+    assert_eq!(p, ["vault.auth: must be an object, not a string"]);
+}
