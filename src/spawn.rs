@@ -202,7 +202,13 @@ fn start(
         workdir: workdir.as_deref(),
         exec: &exec,
     };
-    let pid = clone_vfork(&child).map_err(|e| SpawnError {
+    // Every signal blocked across the clone, as posix_spawn does: no handler of ours (std's
+    // stack-overflow handler, say) may run in the child while it shares our memory. The child
+    // unblocks everything just before exec.
+    let all_blocked = block_all_signals();
+    let cloned = clone_vfork(&child);
+    restore_signal_mask(all_blocked);
+    let pid = cloned.map_err(|e| SpawnError {
         reason: format!("cannot create a process (clone): {e}"),
         status: 126,
     })?;
@@ -314,6 +320,24 @@ fn clone_vfork(child: &ChildArgs<'_>) -> io::Result<i32> {
     Ok(pid)
 }
 
+/// Blocks every signal in this thread; returns the mask to restore.
+fn block_all_signals() -> Option<libc::sigset_t> {
+    // SAFETY: sigfillset and pthread_sigmask on local, initialised sigset_t values.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        (libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old) == 0).then_some(old)
+    }
+}
+
+fn restore_signal_mask(old: Option<libc::sigset_t>) {
+    if let Some(old) = old {
+        // SAFETY: restoring a mask pthread_sigmask returned.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    }
+}
+
 /// The descriptors the child wires up: stdin, stdout, stderr, and the failure report pipe.
 struct ChildFds {
     stdin: libc::c_int,
@@ -353,13 +377,25 @@ fn reap_failed_child(pid: i32) {
     }
 }
 
-/// The kernel's `struct sigaction` on x86_64 (not libc's, whose layout differs).
+// The raw signal system calls below use the kernel's own layouts, which this file knows for
+// these two targets only.
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+compile_error!("spawn.rs knows the kernel's struct sigaction for x86_64 and aarch64 only");
+
+/// The kernel's number of signals (`_NSIG`) on x86_64 and aarch64: 1..=64.
+const KERNEL_NSIG: libc::c_int = 64;
+/// The kernel's `sigset_t`, one bit per signal: what `rt_sigaction`/`rt_sigprocmask` take.
+type KernelSigset = u64;
+const KERNEL_SIGSET_SIZE: usize = std::mem::size_of::<KernelSigset>();
+
+/// The kernel's `struct sigaction` (not libc's, whose layout differs), the same on x86_64 and
+/// aarch64: both define `SA_RESTORER`, so the restorer field sits before the mask.
 #[repr(C)]
 struct KernelSigaction {
     handler: libc::sighandler_t,
     flags: libc::c_ulong,
     restorer: libc::c_ulong,
-    mask: u64,
+    mask: KernelSigset,
 }
 
 /// The child side, between clone and exec: every call here is async-signal-safe, nothing
@@ -401,13 +437,13 @@ fn child_main(
             restorer: 0,
             mask: 0,
         };
-        for signo in 1..65 {
+        for signo in 1..=KERNEL_NSIG {
             libc::syscall(
                 libc::SYS_rt_sigaction,
                 signo,
                 &raw const default,
                 std::ptr::null_mut::<KernelSigaction>(),
-                8usize,
+                KERNEL_SIGSET_SIZE,
             );
         }
         if libc::syscall(libc::SYS_setsid) < 0 {
@@ -457,13 +493,13 @@ fn child_main(
         }
         // Signals blocked for the signalfd would stay blocked across exec (architecture trap 1).
         // Unblocked last, as posix_spawn does: until here no signal can reach this child.
-        let empty = 0u64;
+        let empty: KernelSigset = 0;
         if libc::syscall(
             libc::SYS_rt_sigprocmask,
             libc::SIG_SETMASK,
             &raw const empty,
-            std::ptr::null_mut::<u64>(),
-            8usize,
+            std::ptr::null_mut::<KernelSigset>(),
+            KERNEL_SIGSET_SIZE,
         ) != 0
         {
             fail(Step::SignalMask);

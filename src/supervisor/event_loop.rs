@@ -4,7 +4,6 @@
 //! readiness checks. It turns readiness into [`Event`]s and [`Action`]s into syscalls; it
 //! decides nothing itself.
 
-use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
@@ -70,8 +69,6 @@ pub struct EventLoop<'a> {
     output: &'a Output,
     logger: Logger,
     vault: Option<VaultLink<'a>>,
-    /// Leader pid → job, for every job started and not yet reaped.
-    leaders: HashMap<i32, JobId>,
     status: Option<u8>,
     control: Option<ControlServer>,
     checks: Checks,
@@ -123,7 +120,6 @@ impl<'a> EventLoop<'a> {
             output,
             logger,
             vault,
-            leaders: HashMap::new(),
             status: None,
             control,
             checks: Checks::new(CHECKS_BASE),
@@ -240,7 +236,6 @@ impl<'a> EventLoop<'a> {
         };
         match spawn::spawn(&request) {
             Ok(spawned) => {
-                self.leaders.insert(spawned.pid, job);
                 reaper::track_group(spawned.pid);
                 self.pipes.register(
                     job,
@@ -318,7 +313,7 @@ impl<'a> EventLoop<'a> {
                 Reaped::Cancelled => continue,
                 Reaped::NotOurs => {}
             }
-            let job = self.leaders.remove(&pid);
+            let job = self.machine.job_of_leader(pid);
             let group_alive = job.is_some() && reaper::group_alive(pid);
             if let Some(job) = job {
                 // The job's last lines precede its exit record.
@@ -574,13 +569,14 @@ impl<'a> EventLoop<'a> {
     fn emergency_stop(&mut self, reason: &str) {
         self.logger
             .error(&format!("{reason}; killing every job and exiting"));
-        for pgid in self.machine.live_groups() {
+        let mut left = self.machine.live_groups();
+        for &pgid in &left {
             let _ = reaper::signal_group(pgid, libc::SIGKILL);
         }
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !self.leaders.is_empty() && Instant::now() < deadline {
+        while !left.is_empty() && Instant::now() < deadline {
             for (pid, _) in reaper::reap_exited() {
-                self.leaders.remove(&pid);
+                left.retain(|&p| p != pid);
             }
             std::thread::sleep(Duration::from_millis(10));
         }

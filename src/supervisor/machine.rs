@@ -459,6 +459,13 @@ impl Machine {
             .collect()
     }
 
+    /// The job whose running leader has pid `pid`.
+    pub fn job_of_leader(&self, pid: i32) -> Option<JobId> {
+        self.jobs
+            .iter()
+            .position(|job| matches!(job.run, Run::Running { pid: p, .. } if p == pid && pid > 0))
+    }
+
     /// The process group of every job that may still have processes.
     pub fn live_groups(&self) -> Vec<i32> {
         self.jobs
@@ -783,11 +790,7 @@ impl Machine {
         now: Instant,
         actions: &mut Vec<Action>,
     ) {
-        let found = self
-            .jobs
-            .iter()
-            .position(|job| matches!(job.run, Run::Running { pid: p, .. } if p == pid && pid > 0));
-        let Some(job) = found else {
+        let Some(job) = self.job_of_leader(pid) else {
             actions.extend(self.orphans.reaped(pid, how, now).map(Action::Info));
             return;
         };
