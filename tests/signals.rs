@@ -216,7 +216,8 @@ fn sigterm_while_vault_is_retried_at_start_exits_at_once() {
     .env("VAULT_TOKEN", "unused")
     .env("DB_PASSWORD", "db:app:Password")
     .start();
-    std::thread::sleep(secs(1.0));
+    // Vault is being retried: the first failed attempt has been recorded.
+    sv.wait_message("internal", "attempt 1 failed", secs(10.0));
     let sent = Instant::now();
     sv.signal(libc::SIGTERM);
     assert_eq!(sv.wait_exit(secs(10.0)), 0, "{}", sv.dump());

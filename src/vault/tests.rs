@@ -51,9 +51,14 @@ impl Recorder {
 
     /// Waits until some message contains `needle`.
     fn wait_for(&self, needle: &str, timeout: Duration) -> bool {
+        self.wait_count(needle, 1, timeout)
+    }
+
+    /// Waits until `n` messages contain `needle`.
+    fn wait_count(&self, needle: &str, n: usize, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if self.count(needle) > 0 {
+            if self.count(needle) >= n {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -148,15 +153,24 @@ fn start_error(settings: &VaultSettings, env: &[(String, String)], plan: &EnvPla
 }
 
 /// The first event within `timeout`.
+/// The next event of `inbox`; events drained with it are kept for the next call.
 fn next_event(inbox: &Inbox<VaultEvent>, timeout: Duration) -> Option<VaultEvent> {
+    thread_local! {
+        static PENDING: std::cell::RefCell<std::collections::VecDeque<VaultEvent>> =
+            Default::default();
+    }
     let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if let Some(event) = inbox.drain().into_iter().next() {
-            return Some(event);
+    loop {
+        let next = PENDING.with(|pending| {
+            let mut pending = pending.borrow_mut();
+            pending.extend(inbox.drain());
+            pending.pop_front()
+        });
+        if next.is_some() || Instant::now() >= deadline {
+            return next;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    None
 }
 
 fn stop_now(session: Session) {
@@ -250,8 +264,12 @@ fn approle_with_a_periodic_token_keeps_it_alive_and_revokes_it_on_stop() {
     let plan = plan(&[("K", reference(SecretKind::Secret, "app", "key"))]);
     let (session, inbox, log) = started(&settings(), &env, &plan);
     let token = session.injection().token;
-    std::thread::sleep(Duration::from_secs(8));
-    assert!(log.count("renewed the token") >= 2, "{:?}", log.messages());
+    // Two renewals take it past twice its period.
+    assert!(
+        log.wait_count("renewed the token", 2, Duration::from_secs(15)),
+        "{:?}",
+        log.messages()
+    );
     // Past twice its period, the token still works because it was renewed.
     bao.api_as(&token, "GET", "kv/data/app", json!({}));
     assert!(inbox.drain().is_empty());
@@ -293,10 +311,13 @@ fn db_credentials_work_are_renewed_past_their_ttl_and_are_revoked_on_stop() {
         "one lease for both fields"
     );
 
-    // Twice the original TTL: only renewals keep the user alive.
-    std::thread::sleep(Duration::from_millis(8500));
+    // Past twice the original TTL: only renewals keep the user alive.
     assert!(
-        log.count("renewed the lease of db:prod-db") >= 2,
+        log.wait_count(
+            "renewed the lease of db:prod-db",
+            3,
+            Duration::from_secs(20)
+        ),
         "{:?}",
         log.messages()
     );
@@ -392,8 +413,11 @@ fn https_with_a_custom_ca_is_verified() {
         &[("VAULT_ROLE_ID", &role_id), ("VAULT_SECRET_ID", &secret_id)],
     );
     let (session, _inbox, log) = started(&settings(), &approle, &plan);
-    std::thread::sleep(Duration::from_secs(6));
-    assert!(log.count("renewed the token") >= 2, "{:?}", log.messages());
+    assert!(
+        log.wait_count("renewed the token", 2, Duration::from_secs(15)),
+        "{:?}",
+        log.messages()
+    );
     stop_now(session);
 
     // Without the CA the server's certificate is not trusted...
@@ -592,7 +616,11 @@ fn vault_stopped_and_started_again_is_survived_and_a_new_login_fetches_anew() {
     let first_token = session.injection().token;
     // Down across the first renewal (at 8 s): connection errors, retried.
     bao.stop();
-    std::thread::sleep(Duration::from_secs(8));
+    assert!(
+        log.wait_for("renewing the token failed", Duration::from_secs(15)),
+        "{:?}",
+        log.messages()
+    );
     // Started again, empty (a dev server keeps nothing), and seeded the same way: the old
     // token is unknown, so it expires, and simplevisor logs in again and fetches anew.
     bao.restart();

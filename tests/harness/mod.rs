@@ -13,6 +13,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+// Shared with tests/support (one rule for missing prerequisites); a test crate may include both.
+#[allow(clippy::duplicate_mod)]
+mod prerequisite;
+#[allow(unused_imports)]
+pub use prerequisite::require;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_simplevisor");
 
 /// A directory under the system temp dir, removed on drop.
@@ -46,19 +52,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// Whether a prerequisite (root, unshare, a test user, OpenBao, ...) is there. Missing under
-/// `CI=true`: the test fails loudly. Missing elsewhere: the test says so and is skipped.
-pub fn require(what: &str, present: bool) -> bool {
-    if present {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("prerequisite missing in CI: {what} (scripts/setup installs it)");
-    }
-    eprintln!("SKIPPED: prerequisite missing: {what} (run scripts/setup)");
-    false
 }
 
 pub fn is_root() -> bool {
