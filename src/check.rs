@@ -1,7 +1,7 @@
 //! `simplevisor check`: load and validate everything `run` would (config, users, signals,
 //! environment references and templates) without starting a job or contacting Vault, then print
-//! a short summary (never a secret value) or every problem. [`load_config`] is also how `run`
-//! loads its configuration, so both report the same errors.
+//! a short summary (never a secret value) or every problem. It loads through
+//! [`startup`](crate::startup), as `run` does, so both report the same errors.
 //!
 //! A `cmd[0]` that cannot be found or run, and a `workdir` that does not exist, are only
 //! warnings: an init job may create either before a main job needs it.
@@ -9,32 +9,14 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::cli::{self, Options};
+use crate::cli::Options;
 use crate::config::{self, AuthSettings, Config, JobSpec, Named, duration};
 use crate::environment::{self, EnvPlan};
-use crate::identity::UserDb;
 use crate::signals;
 use crate::spawn;
-
-/// The configuration file `options` select (`--config`, then `$SIMPLEVISOR_CONFIG`, then next to the binary).
-pub fn config_path(options: &Options) -> PathBuf {
-    let exe = std::env::current_exe().ok();
-    cli::config_path(
-        options.config.as_deref(),
-        std::env::var_os("SIMPLEVISOR_CONFIG"),
-        exe.as_deref(),
-    )
-}
-
-/// Loads the configuration exactly as `check` does; the error is the complete message.
-pub fn load_config(options: &Options) -> Result<Config, String> {
-    let path = config_path(options);
-    let users = UserDb::system()
-        .map_err(|e| format!("simplevisor: cannot read /etc/passwd or /etc/group: {e}"))?;
-    config::load(&path, &users).map_err(|e| format!("simplevisor: {e}"))
-}
+use crate::startup::{load_config, plan_environment};
 
 /// Exit status 0 (valid) or 2 (problems printed on stderr).
 pub fn run(options: &Options) -> u8 {
@@ -66,32 +48,13 @@ pub fn run(options: &Options) -> u8 {
                 }
                 return 2;
             }
-            cli::print_stdout(&summary(&config, &plan, options.no_vault), 0)
+            crate::stdout::print(&summary(&config, &plan, options.no_vault), 0)
         }
         Err(message) => {
             eprintln!("{message}");
             2
         }
     }
-}
-
-/// The environment plan exactly as `check` makes it; the error is the complete message.
-pub fn plan_environment(
-    config: &Config,
-    process_env: &[(String, String)],
-    no_vault: bool,
-) -> Result<EnvPlan, String> {
-    environment::plan(&config.env, process_env, no_vault).map_err(|problems| {
-        let mut message = format!(
-            "simplevisor: {}: {} problem(s) found in the environment:",
-            config.source.display(),
-            problems.len()
-        );
-        for problem in problems {
-            let _ = write!(message, "\n  {problem}");
-        }
-        message
-    })
 }
 
 /// What would make a job fail to start, as far as it can be told now: its program, looked up

@@ -3,6 +3,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use crate::control::client::ControlCall;
 use crate::control::protocol::{JobCommand, Request};
 
 pub const USAGE: &str = "\
@@ -45,16 +46,6 @@ pub enum Command {
     Version,
     /// A request to a running simplevisor.
     Control(ControlCall),
-}
-
-/// `status`, `health`, `restart`, `stop`, `start`, `signal` and their options.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ControlCall {
-    pub request: Request,
-    /// `--socket`; else `$SIMPLEVISOR_SOCKET`, else the default path.
-    pub socket: Option<PathBuf>,
-    /// `status --json`.
-    pub json: bool,
 }
 
 const CONTROL_COMMANDS: &[&str] = &["status", "health", "restart", "stop", "start", "signal"];
@@ -184,29 +175,6 @@ pub fn config_path(flag: Option<&Path>, env: Option<OsString>, exe: Option<&Path
     }
     let dir = exe.and_then(Path::parent).unwrap_or(Path::new("."));
     dir.join("simplevisor.json")
-}
-
-/// Writes `text` to stdout for the one-shot commands (`--help`, `check`, `schema`, ...).
-/// A reader that went away (`simplevisor --help | head -1`) is not an error: the output is
-/// simply not wanted any more. Returns the exit status to use: `ok`, or 1 when stdout failed
-/// otherwise (said on stderr).
-pub fn print_stdout(text: &str, ok: u8) -> u8 {
-    use std::io::Write as _;
-    let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
-        Ok(()) => ok,
-        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => ok,
-        Err(error) => {
-            let _ = writeln!(
-                std::io::stderr(),
-                "simplevisor: cannot write to stdout: {error}"
-            );
-            1
-        }
-    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,8 @@ pub mod logs;
 pub mod mailbox;
 pub mod signals;
 pub mod spawn;
+pub mod startup;
+pub mod stdout;
 pub mod supervisor;
 pub mod template;
 pub mod time;

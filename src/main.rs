@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use simplevisor::cli::{self, Command};
-use simplevisor::{check, config, control, supervisor};
+use simplevisor::{check, config, control, stdout, supervisor};
 
 fn main() -> ExitCode {
     let command = match cli::parse(std::env::args_os().skip(1)) {
@@ -15,11 +15,11 @@ fn main() -> ExitCode {
         }
     };
     let code = match command {
-        Command::Help => cli::print_stdout(&format!("{}\n", cli::USAGE), 0),
+        Command::Help => stdout::print(&format!("{}\n", cli::USAGE), 0),
         Command::Version => {
-            cli::print_stdout(&format!("simplevisor {}\n", env!("CARGO_PKG_VERSION")), 0)
+            stdout::print(&format!("simplevisor {}\n", env!("CARGO_PKG_VERSION")), 0)
         }
-        Command::Schema => cli::print_stdout(&format!("{}\n", config::file::schema()), 0),
+        Command::Schema => stdout::print(&format!("{}\n", config::file::schema()), 0),
         Command::Check(options) => check::run(&options),
         Command::Run(options) => supervisor::run(&options),
         Command::Control(call) => control::client::run(&call),

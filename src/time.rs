@@ -14,6 +14,13 @@ pub fn later(now: Instant, wait: Duration) -> Instant {
         .unwrap_or(now)
 }
 
+/// The Unix time in whole seconds (the `time` of a record); 0 if the clock is before 1970.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
+}
+
 /// `wait` from now.
 pub fn from_now(wait: Duration) -> Instant {
     later(Instant::now(), wait)

@@ -38,6 +38,9 @@ pub struct Config {
     pub shutdown_delay: Duration,
 }
 
+/// The `process` of simplevisor's own records, so no job may be called so.
+pub const RESERVED_JOB_NAME: &str = "internal";
+
 /// The control socket unless the config says otherwise.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/simplevisor.sock";
 

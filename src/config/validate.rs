@@ -890,7 +890,7 @@ impl Validator<'_> {
                     .map(|(i, j)| (format!("jobs.main[{i}]"), j)),
             );
         for (path, job) in located {
-            if job.name == crate::logs::INTERNAL {
+            if job.name == super::RESERVED_JOB_NAME {
                 self.problem(
                     &join(&path, "name"),
                     "\"internal\" is reserved for simplevisor's own records; choose another name",

@@ -10,13 +10,22 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::protocol::Request;
-use crate::cli::{ControlCall, print_stdout};
 use crate::config::DEFAULT_CONTROL_SOCKET;
 
 /// How long to wait for an answer: the server answers within a second.
 const TIMEOUT: Duration = Duration::from_secs(2);
 /// The largest answer read (a status of thousands of jobs is well below).
 const MAX_ANSWER: u64 = 16 * 1024 * 1024;
+
+/// `status`, `health`, `restart`, `stop`, `start`, `signal` and their options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlCall {
+    pub request: Request,
+    /// `--socket`; else `$SIMPLEVISOR_SOCKET`, else the default path.
+    pub socket: Option<PathBuf>,
+    /// `status --json`.
+    pub json: bool,
+}
 
 /// Runs the command; returns the exit status.
 pub fn run(call: &ControlCall) -> u8 {
@@ -54,10 +63,10 @@ pub fn run(call: &ControlCall) -> u8 {
         Request::Status => {
             if call.json {
                 let status = answer.get("status").cloned().unwrap_or(Value::Null);
-                print_stdout(&format!("{status}\n"), 0)
+                crate::stdout::print(&format!("{status}\n"), 0)
             } else {
                 let table = answer.get("table").and_then(Value::as_str).unwrap_or("");
-                print_stdout(table, 0)
+                crate::stdout::print(table, 0)
             }
         }
         Request::Health { .. } => 0,

@@ -3,16 +3,13 @@
 //! nothing queued would be flushed anyway.
 
 use std::io::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{INTERNAL, encode};
 use crate::config::LogFormat;
 
 /// Writes one internal record (`stream` 0: information, 1: error) now.
 pub fn write(stream: u8, message: &str) {
-    let time = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let time = crate::time::unix_now();
     let mut line = Vec::with_capacity(message.len() + 64);
     encode::record(
         &mut line,

@@ -22,4 +22,4 @@ pub use output::{Logger, Output};
 pub const MAX_MESSAGE: usize = 65_536;
 
 /// The `process` field of simplevisor's own records.
-pub const INTERNAL: &str = "internal";
+pub const INTERNAL: &str = crate::config::RESERVED_JOB_NAME;

@@ -13,10 +13,13 @@
 //! supervised, and nothing panics.
 
 use std::collections::VecDeque;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+#[cfg(test)]
+use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::SystemTime;
+
+use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use super::INTERNAL;
 use super::encode;
@@ -49,7 +52,7 @@ struct Shared {
     /// Signalled when the queue gets a batch or the writer must stop.
     work: Condvar,
     /// An eventfd, readable once the queue drained to `LOW_WATER` after being full.
-    wake: OwnedFd,
+    wake: EventFd,
     stdout: Sink,
     stderr: Sink,
 }
@@ -131,13 +134,8 @@ impl Output {
     }
 
     fn start_on_sinks(stdout: Sink, stderr: Sink) -> std::io::Result<(Output, Logger)> {
-        // SAFETY: plain syscall; the result is checked before it is owned.
-        let wake = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if wake < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: `wake` is a new descriptor that nothing else owns.
-        let wake = unsafe { OwnedFd::from_raw_fd(wake) };
+        let wake = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+            .map_err(std::io::Error::from)?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             work: Condvar::new(),
@@ -196,11 +194,8 @@ impl Output {
 
     /// Clears the wake-up (after `wake_fd` polled readable).
     pub fn clear_wake(&self) {
-        let mut counter = [0u8; 8];
-        // SAFETY: reads at most 8 bytes into `counter`. EAGAIN (nothing to clear) is fine.
-        unsafe {
-            libc::read(self.shared.wake.as_raw_fd(), counter.as_mut_ptr().cast(), 8);
-        }
+        // EAGAIN (nothing to clear) is fine.
+        let _ = self.shared.wake.read();
     }
 
     /// Writes everything queued, then stops the thread. Called once, before exit. Blocks as
@@ -264,7 +259,7 @@ impl Shared {
         encode::record(
             &mut record,
             INTERNAL,
-            unix_time(),
+            crate::time::unix_now(),
             stream,
             message.as_bytes(),
             LogFormat::Text,
@@ -312,18 +307,8 @@ impl Shared {
 
     /// Rings the eventfd. It is non-blocking and its counter cannot realistically overflow.
     fn wake(&self) {
-        let one = 1u64.to_ne_bytes();
-        // SAFETY: writes 8 bytes from `one`.
-        unsafe {
-            libc::write(self.wake.as_raw_fd(), one.as_ptr().cast(), 8);
-        }
+        let _ = self.wake.write(1);
     }
-}
-
-fn unix_time() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs())
 }
 
 fn write_loop(shared: &Shared) {

@@ -8,7 +8,6 @@
 //! [`Pipes::resume`], called when the output's wake-up fd is readable.
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
@@ -145,7 +144,7 @@ impl<'a> Pipes<'a> {
                 Err(error) => return Err(format!("epoll_wait on the job pipes failed: {error}")),
             }
         };
-        let now = unix_now();
+        let now = crate::time::unix_now();
         for event in &ready[..count] {
             self.read_stream(event.data() as usize, now);
         }
@@ -182,7 +181,7 @@ impl<'a> Pipes<'a> {
     /// (the job's processes are gone, so nothing more of the job's own can come). Reads even
     /// while throttled: the job's last lines must precede its exit record.
     pub fn drain(&mut self, owner: usize, close: bool) {
-        let now = unix_now();
+        let now = crate::time::unix_now();
         for slot in 0..self.streams.len() {
             if !matches!(&self.streams[slot], Some(stream) if stream.owner == owner) {
                 continue;
@@ -257,12 +256,6 @@ impl<'a> Pipes<'a> {
             self.output.send(std::mem::take(&mut self.batch));
         }
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

@@ -49,14 +49,14 @@ pub fn run(options: &Options) -> u8 {
     emergency::install();
     let process_env = environment::process_environment();
     self_protection::blank_credentials_in_environ();
-    let config = match crate::check::load_config(options) {
+    let config = match crate::startup::load_config(options) {
         Ok(config) => config,
         Err(message) => {
             eprintln!("{message}");
             return 2;
         }
     };
-    let plan = match crate::check::plan_environment(&config, &process_env, options.no_vault) {
+    let plan = match crate::startup::plan_environment(&config, &process_env, options.no_vault) {
         Ok(plan) => plan,
         Err(message) => {
             eprintln!("{message}");
