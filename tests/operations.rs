@@ -529,3 +529,31 @@ fn max_restarts_ends_everything_with_status_1() {
         sv.dump()
     );
 }
+
+#[test]
+fn restart_and_start_act_on_jobs_in_backoff_and_exited_ones() {
+    let socket = socket_path();
+    let mut sv = start(
+        r#"{"restart-backoff": {"initial": "60s", "max": "60s"}, "jobs": {"main": [
+            {"name": "flaky", "cmd": ["sh", "-c", "echo run; exit 1"]},
+            {"name": "once", "cmd": ["sh", "-c", "echo once"], "restart": "never"},
+            {"name": "keep", "cmd": ["sleep", "100"]}
+        ]}}"#,
+        &socket,
+    );
+    wait_status(&socket, "flaky in backoff, once exited", |s| {
+        job(s, "flaky")["state"] == "backoff" && job(s, "once")["state"] == "exited"
+    });
+    // Backoff of 60 s: restart starts it now.
+    assert_eq!(ctl(&socket, &["restart", "flaky"]).code, 0);
+    sv.wait_count("flaky", 2, secs(10.0));
+    // An exited job is started again by `start` (and by `restart`).
+    assert_eq!(ctl(&socket, &["start", "once"]).code, 0);
+    sv.wait_count("once", 2, secs(10.0));
+    assert_eq!(ctl(&socket, &["restart", "once"]).code, 0);
+    sv.wait_count("once", 3, secs(10.0));
+    let s = wait_status(&socket, "once exited again", state_is("once", "exited"));
+    assert_eq!(job(&s, "once")["restarts"], 2);
+    sv.signal(libc::SIGTERM);
+    assert_eq!(sv.wait_exit(secs(10.0)), 0);
+}
