@@ -4,15 +4,10 @@
 
 mod harness;
 
-use harness::{is_root, require, run, secs};
+use harness::{is_root, require, run, secs, user_exists};
 
 const SECRET_ID: &str = "secret-id-0f3c9a";
 const TOKEN: &str = "hvs.token-77e1b2";
-
-fn user_exists(name: &str) -> bool {
-    std::fs::read_to_string("/etc/passwd")
-        .is_ok_and(|p| p.lines().any(|l| l.starts_with(&format!("{name}:"))))
-}
 
 /// A job that prints what it can see of its parent's environment block and memory (at the
 /// first mapped address, since offset 0 of `/proc/<pid>/mem` is never readable).

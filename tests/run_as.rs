@@ -3,7 +3,7 @@
 
 mod harness;
 
-use harness::{is_root, require, run, secs};
+use harness::{is_root, require, run, secs, user_exists};
 
 fn id_of(args: &[&str]) -> String {
     let out = std::process::Command::new("id")
@@ -11,11 +11,6 @@ fn id_of(args: &[&str]) -> String {
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn user_exists(name: &str) -> bool {
-    std::fs::read_to_string("/etc/passwd")
-        .is_ok_and(|p| p.lines().any(|l| l.starts_with(&format!("{name}:"))))
 }
 
 const PROBE: &str = r#"["sh", "-c", "echo uid=$(id -u) gid=$(id -g) groups=$(id -G | tr ' ' '\\n' | sort -n | tr '\\n' ' ')home=$HOME user=$USER logname=$LOGNAME"]"#;

@@ -6,21 +6,11 @@ mod support;
 
 use std::time::Instant;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-use harness::{Supervisor, run, secs};
+use harness::{Supervisor, secs, start_with_env};
 use support::bao::Bao;
 use support::postgres::Postgres;
-
-/// Starts simplevisor with `config` and only the given environment (plus PATH).
-fn start(config: &Value, env: &[(String, String)]) -> Supervisor {
-    let text = config.to_string();
-    let mut runner = run(&text).clear_env();
-    for (key, value) in env {
-        runner = runner.env(key, value);
-    }
-    runner.start()
-}
 
 fn with(mut env: Vec<(String, String)>, extra: &[(&str, &str)]) -> Vec<(String, String)> {
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
@@ -90,7 +80,7 @@ true"#,
             ),
         ],
     );
-    let mut sv = start(&config, &env);
+    let mut sv = start_with_env(&config, &env);
     assert_eq!(sv.wait_exit(secs(30.0)), 0, "{}", sv.dump());
     let app = sv.messages("app");
     for line in ["db-login-ok", "django-ok", "url-ok"] {
@@ -130,7 +120,7 @@ true"#,
             ("HOME", "/nonexistent"),
         ],
     );
-    let mut sv = start(&config, &env);
+    let mut sv = start_with_env(&config, &env);
     assert_eq!(sv.wait_exit(secs(30.0)), 0, "{}", sv.dump());
     let app = sv.messages("app");
     for line in ["no-approle-ids", "token-works"] {
@@ -162,7 +152,7 @@ fn lease_max_ttl_under_exit_stops_everything_with_status_1() {
         &[("VAULT_TOKEN", "root"), ("DB_USER", "db:short:Username")],
     );
     let begun = Instant::now();
-    let mut sv = start(&config, &env);
+    let mut sv = start_with_env(&config, &env);
     assert_eq!(sv.wait_exit(secs(20.0)), 1, "{}", sv.dump());
     let elapsed = begun.elapsed();
     assert!(
@@ -219,7 +209,7 @@ exec sleep 100"#,
             ("DB_PASSWORD", "db:short:Password"),
         ],
     );
-    let mut sv = start(&config, &env);
+    let mut sv = start_with_env(&config, &env);
     sv.wait_count("app", 4, secs(20.0));
     let users: Vec<String> = sv
         .messages("app")
@@ -266,7 +256,7 @@ fn https_with_a_custom_ca() {
         bao.env(),
         &[("VAULT_TOKEN", "root"), ("K", "secret:tls:key")],
     );
-    let mut sv = start(&config, &env);
+    let mut sv = start_with_env(&config, &env);
     assert_eq!(sv.wait_exit(secs(30.0)), 0, "{}", sv.dump());
     assert_eq!(sv.messages("app"), ["ok"]);
 }
@@ -292,7 +282,7 @@ fn denied_path_exits_1_naming_variable_and_path() {
         &[("VAULT_TOKEN", &token), ("K", "secret:forbidden:key")],
     );
     let begun = Instant::now();
-    let mut sv = start(&config, &env);
+    let mut sv = start_with_env(&config, &env);
     assert_eq!(sv.wait_exit(secs(20.0)), 1, "{}", sv.dump());
     assert!(begun.elapsed() < secs(10.0), "no retry on 403");
     assert!(sv.messages("app").is_empty(), "no job started");
@@ -321,7 +311,7 @@ fn missing_field_exits_1_naming_path_and_field() {
         bao.env(),
         &[("VAULT_TOKEN", "root"), ("K", "secret:app:absent")],
     );
-    let mut sv = start(&config, &env);
+    let mut sv = start_with_env(&config, &env);
     assert_eq!(sv.wait_exit(secs(20.0)), 1, "{}", sv.dump());
     let internal = sv.messages("internal");
     assert!(
@@ -353,7 +343,7 @@ fn unreachable_vault_exits_1_after_the_startup_timeout() {
         ],
     );
     let begun = Instant::now();
-    let mut sv = start(&config, &env);
+    let mut sv = start_with_env(&config, &env);
     assert_eq!(sv.wait_exit(secs(20.0)), 1, "{}", sv.dump());
     let elapsed = begun.elapsed();
     assert!(elapsed >= secs(1.5) && elapsed < secs(10.0), "{elapsed:?}");
@@ -368,7 +358,7 @@ fn vault_settings_are_needed_only_when_vault_is() {
         "env": { "pass": ["K"], "vault-replace": ["K"] },
         "jobs": { "main": [ { "name": "app", "cmd": ["sh", "-c", "echo ran"], "restart": "never" } ] }
     });
-    let mut sv = start(&config, &[("K".into(), "secret:a:b".into())]);
+    let mut sv = start_with_env(&config, &[("K".into(), "secret:a:b".into())]);
     assert_eq!(sv.wait_exit(secs(20.0)), 2, "{}", sv.dump());
     assert!(
         sv.messages("internal")
@@ -377,7 +367,7 @@ fn vault_settings_are_needed_only_when_vault_is() {
         "{}",
         sv.dump()
     );
-    let mut sv = start(&config, &[]);
+    let mut sv = start_with_env(&config, &[]);
     assert_eq!(sv.wait_exit(secs(20.0)), 0, "{}", sv.dump());
     assert_eq!(sv.messages("app"), ["ran"]);
 }

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use harness::{BIN, Supervisor, run, secs};
+use harness::{BIN, Supervisor, secs, start_with_env};
 use support::TempDir;
 use support::bao::{Bao, Https};
 use support::kube::TokenReview;
@@ -32,15 +32,6 @@ fn config(auth: Value, on_lease_expiry: &str) -> Value {
             "echo \"up $(printf %s \"$VAULT_TOKEN\" | cksum | cut -d' ' -f1) $K\"; exec sleep 100"] } ] },
         "vault": { "auth": auth, "on-lease-expiry": on_lease_expiry, "startup-timeout": "20s" }
     })
-}
-
-fn start(config: &Value, env: &[(String, String)]) -> Supervisor {
-    let text = config.to_string();
-    let mut runner = run(&text).clear_env();
-    for (key, value) in env {
-        runner = runner.env(key, value);
-    }
-    runner.start()
 }
 
 /// The CA and an OpenBao serving its API over HTTPS with a server certificate of that CA;
@@ -154,7 +145,7 @@ fn jwt_login_reads_the_rotated_file_when_logging_in_again() {
     let first = signer.sign(jwt_claims("app"), 6);
     std::fs::write(&jwt_file, format!("{first}\n")).unwrap();
     let auth = json!({ "method": "jwt", "role": "app", "jwt-file": jwt_file });
-    let mut sv = start(&config(auth, "restart"), &env(&bao, &[]));
+    let mut sv = start_with_env(&config(auth, "restart"), &env(&bao, &[]));
     sv.wait_message("app", "up ", secs(15.0));
     assert!(
         any_internal(&sv, "logged in with JWT at auth/jwt (role app) at https://"),
@@ -195,7 +186,7 @@ fn a_badly_signed_or_expired_jwt_fails_clearly() {
     for (case, jwt, reason) in cases {
         std::fs::write(&jwt_file, &jwt).unwrap();
         let begun = Instant::now();
-        let mut sv = start(&config(auth.clone(), "exit"), &env(&bao, &[]));
+        let mut sv = start_with_env(&config(auth.clone(), "exit"), &env(&bao, &[]));
         assert_eq!(sv.wait_exit(secs(15.0)), 1, "{case}: {}", sv.dump());
         assert!(begun.elapsed() < secs(10.0), "{case}: retried");
         let failure = sv
@@ -258,7 +249,7 @@ fn kubernetes_login_uses_the_service_account_token_read_at_every_login() {
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, &first).unwrap();
     let auth = json!({ "method": "kubernetes", "role": "app", "jwt-file": token_file });
-    let mut sv = start(&config(auth, "restart"), &env(&bao, &[]));
+    let mut sv = start_with_env(&config(auth, "restart"), &env(&bao, &[]));
     sv.wait_message("app", "up ", secs(15.0));
     assert!(
         any_internal(
@@ -309,7 +300,7 @@ fn kubernetes_login_for_another_service_account_is_refused() {
     std::fs::write(&token_file, &token).unwrap();
     let auth =
         json!({ "method": "kubernetes", "role": "app", "mount": "k8s", "jwt-file": token_file });
-    let mut sv = start(&config(auth, "exit"), &env(&bao, &[]));
+    let mut sv = start_with_env(&config(auth, "exit"), &env(&bao, &[]));
     assert_eq!(sv.wait_exit(secs(15.0)), 1, "{}", sv.dump());
     assert!(
         any_internal(&sv, "logging in with Kubernetes at auth/k8s (role app)"),
@@ -342,7 +333,7 @@ fn cert_login_with_a_client_certificate_logs_in_again_after_revocation() {
         ("VAULT_CLIENT_CERT", client.cert_file.to_str().unwrap()),
         ("VAULT_CLIENT_KEY", client.key_file.to_str().unwrap()),
     ];
-    let mut sv = start(&config(auth.clone(), "restart"), &env(&bao, &extra));
+    let mut sv = start_with_env(&config(auth.clone(), "restart"), &env(&bao, &extra));
     sv.wait_message("app", "up ", secs(15.0));
     assert!(
         any_internal(
@@ -373,7 +364,7 @@ fn cert_login_with_a_client_certificate_logs_in_again_after_revocation() {
         ("VAULT_CLIENT_CERT", other.cert_file.to_str().unwrap()),
         ("VAULT_CLIENT_KEY", other.key_file.to_str().unwrap()),
     ];
-    let mut sv = start(&config(auth, "exit"), &env(&bao, &extra));
+    let mut sv = start_with_env(&config(auth, "exit"), &env(&bao, &extra));
     assert_eq!(sv.wait_exit(secs(15.0)), 1, "{}", sv.dump());
     assert!(
         any_internal(
@@ -400,7 +391,7 @@ fn mutual_tls_with_a_token_file() {
     std::fs::write(&token_file, format!("{first}\n")).unwrap();
     let auth = json!({ "method": "token", "token-file": token_file });
 
-    let mut sv = start(&config(auth.clone(), "restart"), &env(&bao, &[]));
+    let mut sv = start_with_env(&config(auth.clone(), "restart"), &env(&bao, &[]));
     assert_eq!(sv.wait_exit(secs(15.0)), 1, "{}", sv.dump());
     assert!(
         any_internal(&sv, "refused the TLS connection")
@@ -414,7 +405,7 @@ fn mutual_tls_with_a_token_file() {
         ("VAULT_CLIENT_CERT", client.cert_file.to_str().unwrap()),
         ("VAULT_CLIENT_KEY", client.key_file.to_str().unwrap()),
     ];
-    let mut sv = start(&config(auth, "restart"), &env(&bao, &extra));
+    let mut sv = start_with_env(&config(auth, "restart"), &env(&bao, &extra));
     sv.wait_message("app", "up ", secs(15.0));
     assert!(
         any_internal(
@@ -460,7 +451,7 @@ fn a_wrong_ca_fails_at_once_with_a_clear_message() {
         }
     }
     let begun = Instant::now();
-    let mut sv = start(&config(json!({ "method": "token" }), "exit"), &env);
+    let mut sv = start_with_env(&config(json!({ "method": "token" }), "exit"), &env);
     assert_eq!(sv.wait_exit(secs(15.0)), 1, "{}", sv.dump());
     assert!(begun.elapsed() < secs(10.0), "retried: {}", sv.dump());
     assert!(
@@ -622,7 +613,7 @@ fn approle_reads_the_rotated_secret_id_file_when_logging_in_again() {
     let secret_file = dir.path().join("secret-id");
     std::fs::write(&secret_file, &first).unwrap();
     let auth = json!({ "method": "approle", "secret-id-file": secret_file });
-    let mut sv = start(
+    let mut sv = start_with_env(
         &config(auth, "restart"),
         &env(&bao, &[("VAULT_ROLE_ID", &role_id)]),
     );
@@ -659,7 +650,7 @@ fn a_given_token_or_a_vanished_file_cannot_log_in_again() {
         return;
     };
     let token = bao.token(&["app"], "6s", "1h");
-    let mut sv = start(
+    let mut sv = start_with_env(
         &config(json!({ "method": "token" }), "restart"),
         &env(&bao, &[("VAULT_TOKEN", &token)]),
     );
@@ -679,7 +670,7 @@ fn a_given_token_or_a_vanished_file_cannot_log_in_again() {
     let jwt = signer.sign(jwt_claims("app"), 3600);
     std::fs::write(&jwt_file, &jwt).unwrap();
     let auth = json!({ "method": "jwt", "role": "app", "jwt-file": jwt_file });
-    let mut sv = start(&config(auth, "restart"), &env(&bao, &[]));
+    let mut sv = start_with_env(&config(auth, "restart"), &env(&bao, &[]));
     sv.wait_message("app", "up ", secs(15.0));
     std::fs::remove_file(&jwt_file).unwrap();
     bao.api("PUT", "sys/leases/revoke-prefix/auth/jwt/login", json!({}));

@@ -12,19 +12,10 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use harness::{Supervisor, run, secs};
+use harness::{Supervisor, secs, start_with_env};
 use support::bao::Bao;
 use support::front::{Front, Mode};
 use support::postgres::Postgres;
-
-fn start(config: &Value, env: &[(String, String)]) -> Supervisor {
-    let text = config.to_string();
-    let mut runner = run(&text).clear_env();
-    for (key, value) in env {
-        runner = runner.env(key, value);
-    }
-    runner.start()
-}
 
 /// `VAULT_ADDR` pointing at `front`, plus `extra`.
 fn through(front: &Front, extra: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -85,7 +76,7 @@ fn a_vault_that_never_answers_does_not_delay_the_expiry_action() {
         &[("VAULT_TOKEN", &token), ("DB_USER", "db:app:Username")],
     );
     let begun = Instant::now();
-    let mut sv = start(&db_job_config(json!({})), &env);
+    let mut sv = start_with_env(&db_job_config(json!({})), &env);
     sv.wait_message("app", "user=", secs(10.0));
     let issued_by = begun.elapsed();
     std::thread::sleep(secs(5.0).saturating_sub(begun.elapsed()));
@@ -124,7 +115,7 @@ fn a_revoked_token_is_acted_on_at_once_not_retried() {
         "jobs": { "main": [ { "name": "app", "cmd": ["sh", "-c", "echo up; exec sleep 100"] } ] }
     });
     let env = through(&front, &[("VAULT_TOKEN", &token), ("K", "secret:app:key")]);
-    let mut sv = start(&config, &env);
+    let mut sv = start_with_env(&config, &env);
     sv.wait_message("app", "up", secs(10.0));
     bao.api("POST", "auth/token/revoke", json!({ "token": token }));
     let revoked = Instant::now();
@@ -153,7 +144,7 @@ fn a_revoked_lease_is_acted_on_at_once_naming_its_reference() {
     let Some(pg) = Postgres::start() else { return };
     bao.database("database", &pg, "app", "6s", "1h");
     let env = with_root(&bao, &[("DB_USER", "db:app:Username")]);
-    let mut sv = start(&db_job_config(json!({})), &env);
+    let mut sv = start_with_env(&db_job_config(json!({})), &env);
     sv.wait_message("app", "user=", secs(10.0));
     bao.api(
         "PUT",
@@ -209,7 +200,7 @@ fn a_revoked_approle_token_under_restart_logs_in_again() {
         ("VAULT_SECRET_ID".to_string(), secret_id.clone()),
         ("DB_USER".to_string(), "db:app:Username".to_string()),
     ]);
-    let mut sv = start(
+    let mut sv = start_with_env(
         &db_job_config(json!({ "on-lease-expiry": "restart" })),
         &env,
     );
@@ -250,7 +241,7 @@ fn a_revoked_given_token_under_restart_exits_1() {
         ("VAULT_TOKEN".to_string(), token.clone()),
         ("K".to_string(), "secret:app:key".to_string()),
     ]);
-    let mut sv = start(&config, &env);
+    let mut sv = start_with_env(&config, &env);
     sv.wait_message("app", "up", secs(10.0));
     bao.api("POST", "auth/token/revoke", json!({ "token": token }));
     assert_eq!(sv.wait_exit(secs(15.0)), 1, "{}", sv.dump());
@@ -275,7 +266,7 @@ fn start_up_retries_until_the_deadline_with_one_record_per_attempt() {
         &[("VAULT_TOKEN", "tok-not-shown"), ("K", "secret:a:b")],
     );
     let begun = Instant::now();
-    let mut sv = start(&config, &env);
+    let mut sv = start_with_env(&config, &env);
     assert_eq!(sv.wait_exit(secs(15.0)), 1, "{}", sv.dump());
     let took = begun.elapsed();
     assert!(
@@ -318,7 +309,7 @@ fn a_paused_vault_is_survived_and_renewals_resume() {
         &[("VAULT_TOKEN", &token), ("DB_USER", "db:app:Username")],
     );
     let begun = Instant::now();
-    let mut sv = start(&config, &env);
+    let mut sv = start_with_env(&config, &env);
     sv.wait_message("app", "user=", secs(10.0));
     bao.pause();
     // Renewals are due at 8 s; expiry would be acted on at 10.8 s.
@@ -354,7 +345,7 @@ fn a_database_down_at_start_is_retried_until_it_is_back() {
     pg.stop();
     let config = db_job_config(json!({ "startup-timeout": "30s" }));
     let env = with_root(&bao, &[("DB_USER", "db:app:Username")]);
-    let mut sv = start(&config, &env);
+    let mut sv = start_with_env(&config, &env);
     sv.wait_message(
         "internal",
         "reading db:app for DB_USER: attempt 2 failed",
@@ -393,7 +384,7 @@ fn an_internal_failure_kills_the_jobs_revokes_the_leases_and_says_so() {
             ("SIMPLEVISOR_TEST_PANIC_ON_USR2", "1"),
         ],
     );
-    let mut sv = start(&config, &env);
+    let mut sv = start_with_env(&config, &env);
     sv.wait_message("app", "user=", secs(10.0));
     let user = sv.messages("app")[0]
         .trim_start_matches("user=")

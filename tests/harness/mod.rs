@@ -54,6 +54,22 @@ impl Drop for TempDir {
     }
 }
 
+/// Whether `name` has an entry in /etc/passwd (the test users scripts/setup makes).
+pub fn user_exists(name: &str) -> bool {
+    std::fs::read_to_string("/etc/passwd")
+        .is_ok_and(|p| p.lines().any(|l| l.starts_with(&format!("{name}:"))))
+}
+
+/// Starts simplevisor with the JSON `config` and only the given environment (plus PATH).
+pub fn start_with_env(config: &Value, env: &[(String, String)]) -> Supervisor {
+    let text = config.to_string();
+    let mut runner = run(&text).clear_env();
+    for (key, value) in env {
+        runner = runner.env(key, value);
+    }
+    runner.start()
+}
+
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
