@@ -748,26 +748,40 @@ impl Validator<'_> {
             let program = cmd.first().map(String::as_str).unwrap_or("");
             program.rsplit('/').next().unwrap_or(program).to_string()
         });
-        if map.contains_key("name") {
-            if name.is_empty() {
-                self.problem(&join(path, "name"), "must not be empty");
-            } else if name.len() > MAX_NAME {
-                self.problem(
-                    &join(path, "name"),
-                    format!(
-                        "{} is longer than {MAX_NAME} bytes; choose a short name",
-                        quoted(&name)
-                    ),
-                );
-            } else if name.chars().any(char::is_control) {
-                self.problem(
-                    &join(path, "name"),
-                    format!(
-                        "{} holds a control character; use printable characters only",
-                        quoted(&name)
-                    ),
-                );
-            }
+        // A name taken from cmd[0] must meet the same rules; the problem then says where it
+        // came from and how to give one.
+        let (name_path, derived) = if map.contains_key("name") {
+            (join(path, "name"), "")
+        } else {
+            (
+                format!("{path}.cmd[0]"),
+                " (the job's name is taken from the program's file name; set \"name\")",
+            )
+        };
+        let name_problem = if name.is_empty() {
+            // Only when cmd[0] itself is not already reported (missing or empty).
+            (map.contains_key("name") || cmd.first().is_some_and(|p| !p.is_empty()))
+                .then(|| format!("gives an empty job name{derived}"))
+        } else if name.len() > MAX_NAME {
+            Some(format!(
+                "{} is longer than {MAX_NAME} bytes; choose a short name{derived}",
+                quoted(&name)
+            ))
+        } else if name.chars().any(char::is_control) {
+            Some(format!(
+                "{} holds a control character; use printable characters only{derived}",
+                quoted(&name)
+            ))
+        } else {
+            None
+        };
+        if let Some(message) = name_problem {
+            let message = if map.contains_key("name") && name.is_empty() {
+                "must not be empty".to_string()
+            } else {
+                message
+            };
+            self.problem(&name_path, message);
         }
         let kill_signal = match self.string(map, path, "kill-signal") {
             None => nix::sys::signal::Signal::SIGTERM,
@@ -931,7 +945,9 @@ pub fn http_target(url: &str) -> Option<(std::net::SocketAddr, &str)> {
 
 /// The JSON path of `key` in the object at `path`; a key too long to quote is cut there too.
 fn join(path: &str, key: &str) -> String {
-    let key = if key.chars().count() > 100 {
+    let key = if key.is_empty() {
+        "\"\"".to_string()
+    } else if key.chars().count() > 100 {
         let cut: String = key.chars().take(100).collect();
         format!("{cut}...")
     } else {

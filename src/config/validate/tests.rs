@@ -434,3 +434,42 @@ fn vault_auth_mistakes_are_reported_with_their_path() {
     let p = problems(&with_auth(r#""kubernetes""#));
     assert_eq!(p, ["vault.auth: must be an object, not a string"]);
 }
+
+#[test]
+fn a_name_taken_from_cmd_meets_the_same_rules() {
+    let found = problems(r#"{"jobs": {"main": [{"cmd": ["/"]}, {"cmd": ["bin/"]}]}}"#);
+    assert!(
+        found[0].starts_with("jobs.main[0].cmd[0]: gives an empty job name"),
+        "{found:?}"
+    );
+    assert!(
+        found[1].starts_with("jobs.main[1].cmd[0]: gives an empty job name"),
+        "{found:?}"
+    );
+    let long = format!(
+        r#"{{"jobs": {{"main": [{{"cmd": ["/opt/{}"]}}]}}}}"#,
+        "p".repeat(200)
+    );
+    let found = problems(&long);
+    assert!(
+        found[0].contains("longer than 128 bytes") && found[0].contains("set \"name\""),
+        "{found:?}"
+    );
+    // With a name given, cmd[0] may be anything.
+    load_text(r#"{"jobs": {"main": [{"name": "root", "cmd": ["/"]}]}}"#).unwrap();
+}
+
+#[test]
+fn an_empty_key_has_a_visible_path() {
+    let found = problems(r#"{"": 1, "jobs": {"main": [{"cmd": ["a"], "": 2}]}}"#);
+    assert!(
+        found.iter().any(|p| p.starts_with(r#""": unknown key """#)),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with(r#"jobs.main[0]."": unknown key"#)),
+        "{found:?}"
+    );
+}
