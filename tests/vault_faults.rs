@@ -401,3 +401,48 @@ fn an_internal_failure_kills_the_jobs_revokes_the_leases_and_says_so() {
     assert!(!pg.role_exists(&user), "the database user was not revoked");
     assert_eq!(bao.lease_count("database/creds/app"), 0);
 }
+
+/// OpenBao restarted (a dev server forgets everything) under `on-lease-expiry: restart`: while
+/// it is down, renewals fail and are retried; once it is back (seeded again), our token is
+/// unknown to it (403 at renewal), so simplevisor logs in again with AppRole and restarts the
+/// job with what it fetched anew.
+#[test]
+fn vault_restarted_with_its_state_lost_is_logged_in_to_again() {
+    let Some(mut bao) = Bao::start() else { return };
+    let seed = |bao: &Bao| {
+        bao.kv("kv", 2);
+        bao.kv_put("kv", 2, "app", json!({"key": "kv-value"}));
+        bao.policy("app", APP_POLICY);
+        bao.approle_with_ids("approle", "app", &["app"], "6s", "role-1", "secret-1");
+    };
+    seed(&bao);
+    let config = json!({
+        "env": { "pass": ["PATH", "K"], "vault-replace": ["K"] },
+        "jobs": { "main": [ { "name": "app", "cmd": ["sh", "-c", "echo \"k=$K\"; exec sleep 100"] } ] },
+        "vault": { "on-lease-expiry": "restart", "request-timeout": "2s" }
+    });
+    let env = with_env(
+        &bao,
+        &[
+            ("VAULT_ROLE_ID", "role-1"),
+            ("VAULT_SECRET_ID", "secret-1"),
+            ("K", "secret:app:key"),
+        ],
+    );
+    let mut sv = start_with_env(&config, &env);
+    sv.wait_message("app", "k=kv-value", secs(10.0));
+    bao.stop();
+    sv.wait_message("internal", "renewing the token failed", secs(15.0));
+    bao.restart();
+    seed(&bao);
+    sv.wait_message("internal", "logged in again", secs(20.0));
+    sv.wait_count("app", 2, secs(15.0));
+    assert_eq!(sv.messages("app"), ["k=kv-value", "k=kv-value"]);
+    assert!(
+        !any_internal(&sv, "job app exited with status"),
+        "only restarted, never failed"
+    );
+    sv.signal(libc::SIGTERM);
+    assert_eq!(sv.wait_exit(secs(15.0)), 0, "{}", sv.dump());
+    assert_never_shows(&sv, &["secret-1", "kv-value"]);
+}
