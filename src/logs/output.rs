@@ -363,6 +363,8 @@ mod tests {
     use std::thread;
     use std::time::Duration;
 
+    use serde_json::Value;
+
     use super::*;
 
     fn pipe() -> (std::io::PipeReader, OwnedFd) {
@@ -522,11 +524,7 @@ mod tests {
         for _ in 0..count {
             logger.info(&message);
         }
-        {
-            let state = output.shared.lock();
-            assert!(state.internal_bytes <= INTERNAL_LIMIT);
-            assert!(state.dropped_internal > 0);
-        }
+        assert!(output.shared.lock().internal_bytes <= INTERNAL_LIMIT);
         let reader = thread::spawn(move || {
             let mut bytes = Vec::new();
             stdout_reader.read_to_end(&mut bytes).unwrap();
@@ -540,17 +538,35 @@ mod tests {
         output.finish();
         drop(logger);
         let written = records(&reader.join().unwrap());
-        let reported = written.iter().rev().nth(1).unwrap();
-        assert_eq!(reported["stream"], 1);
-        let dropped: usize = reported["message"]
-            .as_str()
-            .unwrap()
-            .split(' ')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert_eq!(written.len() - 2 + dropped, count);
+        // One report per stretch of drops; a busy machine may schedule the writer in the middle
+        // of the logging loop, which splits the drops over several reports.
+        let is_report = |r: &&Value| {
+            r["stream"] == 1
+                && r["message"].as_str().is_some_and(|m| {
+                    m.ends_with("internal records were dropped while stdout was blocked")
+                })
+        };
+        let reports: Vec<&Value> = written.iter().filter(is_report).collect();
+        assert!(!reports.is_empty());
+        let dropped: usize = reports
+            .iter()
+            .map(|r| {
+                r["message"]
+                    .as_str()
+                    .and_then(|m| m.split(' ').next())
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .unwrap()
+            })
+            .sum();
+        let kept = written
+            .iter()
+            .filter(|r| r["message"] == message.as_str())
+            .count();
+        assert_eq!(
+            kept + dropped,
+            count,
+            "every record written once or counted as dropped"
+        );
         assert_eq!(written.last().unwrap()["message"], "after");
     }
 
