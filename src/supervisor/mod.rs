@@ -318,6 +318,7 @@ fn literal_values(config: &Config, process_env: &[(String, String)]) -> BTreeMap
 fn set_up_process() -> Result<(), String> {
     // First, before the credentials are read: a job must never read them from our memory.
     self_protection::make_non_dumpable()?;
+    pid1::limit_malloc_arenas();
     pid1::block_handled_signals()?;
     pid1::ignore_signals()?;
     if !pid1::is_pid1() {
