@@ -360,6 +360,7 @@ fn reference_is_valid(value: &str) -> bool {
 /// - rendering is deterministic;
 /// - text without `{{` renders as itself;
 /// - error messages never quote a context value (all of which hold [`MARKER`]);
+/// - no template function panics (with `panic = "abort"`, the release binary would abort);
 /// - `environment::plan` accepts a template exactly when it renders with placeholders, and
 ///   `environment::build` then renders it with the real values, or fails without quoting one.
 pub fn template(data: &[u8]) {
@@ -381,6 +382,12 @@ pub fn template(data: &[u8]) {
     }
     if let Err(message) = &result {
         assert_no_marker(message, has_marker, "a template error");
+        // gotmpl turns a panic in a template function into an error with `catch_unwind`; the
+        // release binary is built with `panic = "abort"`, where that panic would abort.
+        assert!(
+            source.contains("panicked") || !message.contains("panicked"),
+            "a template function panicked: {message}"
+        );
     }
 
     let settings = EnvSettings {
