@@ -81,7 +81,7 @@ fn actions(source: &str) -> Vec<&str> {
                 None => {
                     if b == b'"' || b == b'`' || b == b'\'' {
                         quote = Some(b);
-                    } else if inner[i..].starts_with("}}") {
+                    } else if bytes[i..].starts_with(b"}}") {
                         end = Some(i);
                         break;
                     }
@@ -126,6 +126,7 @@ mod tests {
         assert_eq!(r("{{- .USER -}} {{/* a comment */}}"), "app");
         assert_eq!(r("no actions at all"), "no actions at all");
         assert_eq!(r("{{ \"}}\" }}"), "}}");
+        assert_eq!(r("{{/* Größe: café */}}{{ .USER }}"), "app");
     }
 
     #[test]
@@ -144,6 +145,10 @@ mod tests {
             "{{ else }}",
             "{{ range .USER }}{{ end }}{{ end }}",
             "{{ .USER ",
+            // Found by fuzzing: a character of more than one byte inside an action made the
+            // block check slice a string inside that character, and panic.
+            "{{é",
+            "{{ é }}",
         ] {
             assert!(render(bad, &ctx()).is_err(), "{bad}");
         }
