@@ -24,7 +24,22 @@ pub fn render(source: &str, context: &BTreeMap<String, String>) -> Result<String
         .collect();
     template
         .execute_to_string(&Value::from(data))
-        .map_err(|e| e.to_string())
+        .map_err(|e| without_values(e.to_string(), context))
+}
+
+/// An execution error may print a value: `{{ printf $ }}` reports the whole context ("first arg
+/// must be string, got map[…]"). Such a message is replaced, so that no error quotes a secret.
+fn without_values(message: String, context: &BTreeMap<String, String>) -> String {
+    if context
+        .values()
+        .any(|value| !value.is_empty() && message.contains(value.as_str()))
+    {
+        "execution error; its message would quote a variable's value, so it is not shown (is a \
+         function given `.` or `$` rather than a variable?)"
+            .into()
+    } else {
+        message
+    }
 }
 
 /// Checks that every `if`/`range`/`with`/`define`/`block` has its `end` and that `else` and
@@ -81,7 +96,7 @@ fn actions(source: &str) -> Vec<&str> {
                 None => {
                     if b == b'"' || b == b'`' || b == b'\'' {
                         quote = Some(b);
-                    } else if inner[i..].starts_with("}}") {
+                    } else if bytes[i..].starts_with(b"}}") {
                         end = Some(i);
                         break;
                     }
@@ -126,6 +141,7 @@ mod tests {
         assert_eq!(r("{{- .USER -}} {{/* a comment */}}"), "app");
         assert_eq!(r("no actions at all"), "no actions at all");
         assert_eq!(r("{{ \"}}\" }}"), "}}");
+        assert_eq!(r("{{/* Größe: café */}}{{ .USER }}"), "app");
     }
 
     #[test]
@@ -134,6 +150,15 @@ mod tests {
         assert!(err.contains("OTHER"), "{err}");
         let err = render("{{ .PASS | nosuch }}", &ctx()).unwrap_err();
         assert!(err.contains("nosuch") && !err.contains("p@ss"), "{err}");
+        // Found by fuzzing: gotmpl prints the whole context when `printf` is given it.
+        for template in [
+            "{{ printf $ }}",
+            "{{ printf . }}",
+            "{{ printf$\"%s\" .USER }}",
+        ] {
+            let err = render(template, &ctx()).unwrap_err();
+            assert!(!err.contains("p@ss") && !err.contains("app"), "{err}");
+        }
     }
 
     #[test]
@@ -144,6 +169,10 @@ mod tests {
             "{{ else }}",
             "{{ range .USER }}{{ end }}{{ end }}",
             "{{ .USER ",
+            // Found by fuzzing: a character of more than one byte inside an action made the
+            // block check slice a string inside that character, and panic.
+            "{{é",
+            "{{ é }}",
         ] {
             assert!(render(bad, &ctx()).is_err(), "{bad}");
         }
