@@ -160,7 +160,36 @@ fn config_promises(config: &Config) {
         );
         if let Some(dir) = &job.workdir {
             assert!(!dir.as_os_str().is_empty(), "empty workdir");
+            assert!(!dir.to_string_lossy().contains('\0'), "NUL in workdir");
         }
+        // The input limits: nothing that would only fail once the jobs start.
+        assert!(job.cmd.iter().all(|a| !a.contains('\0')), "NUL in cmd");
+        assert!(job.name.len() <= 128, "name over 128 bytes");
+        assert!(
+            !job.name.chars().any(char::is_control),
+            "control character in a name"
+        );
+        assert_ne!(job.kill_signal.as_str(), "SIGSTOP", "STOP as kill-signal");
+        assert!(
+            job.stop_timeout <= config::duration::MAX,
+            "stop-timeout over a year"
+        );
+        if let Some(id) = &job.run_as {
+            assert!(id.uid != u32::MAX && id.gid != u32::MAX, "id 4294967295");
+        }
+        for &first in &job.after {
+            assert!(first < config.main.len(), "after points past the main jobs");
+        }
+    }
+    for duration in [
+        config.backoff.initial,
+        config.backoff.max,
+        config.backoff.reset_after,
+        config.vault.startup_timeout,
+        config.vault.request_timeout,
+        config.shutdown_delay,
+    ] {
+        assert!(duration <= config::duration::MAX, "a duration over a year");
     }
     for job in &config.init {
         assert_eq!(job.kind, JobKind::Init);

@@ -1,5 +1,7 @@
-//! Replays every committed fuzz corpus (`fuzz/corpus/<target>/`) through the same checks the
-//! fuzz targets run (`fuzz/checks.rs`), on stable and without cargo-fuzz.
+//! Replays every committed fuzz corpus (`fuzz/corpus/<target>/`) and the inputs of fixed
+//! findings (`fuzz/regressions/<target>/`, kept out of the corpus so that `cargo fuzz cmin`
+//! cannot drop them) through the same checks the fuzz targets run (`fuzz/checks.rs`), on stable
+//! and without cargo-fuzz.
 //!
 //! Inputs that still fail because their fix is pending are kept in `fuzz/known-crashes/` instead,
 //! which this test does not replay (see docs/reliability.md, "Fuzzing").
@@ -7,19 +9,19 @@
 #[path = "../fuzz/checks.rs"]
 mod checks;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// Runs `check` on every file of `fuzz/corpus/<target>` and reports every failing file.
+/// Runs `check` on every file of `fuzz/corpus/<target>` and `fuzz/regressions/<target>` (if
+/// any) and reports every failing file.
 fn replay(target: &str, check: fn(&[u8])) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/corpus")
-        .join(target);
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| entry.unwrap().path())
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "{}: empty corpus", dir.display());
+    let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let corpus = fuzz.join("corpus").join(target);
+    let mut files = files_in(&corpus);
+    assert!(!files.is_empty(), "{}: empty corpus", corpus.display());
+    let regressions = fuzz.join("regressions").join(target);
+    if regressions.exists() {
+        files.extend(files_in(&regressions));
+    }
     let mut failures = Vec::new();
     for file in &files {
         let data = std::fs::read(file).unwrap();
@@ -34,6 +36,15 @@ fn replay(target: &str, check: fn(&[u8])) {
         files.len(),
         failures.join("\n")
     );
+}
+
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    files.sort();
+    files
 }
 
 #[test]
