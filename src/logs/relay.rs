@@ -212,7 +212,7 @@ mod tests {
         );
     }
 
-    /// SPEC 7 measures the object without the white space around the line.
+    /// The object is measured without the white space around the line (docs/logging.md).
     #[test]
     fn a_64_kib_object_between_spaces_is_one_record_with_the_object() {
         let mut relay = StreamRelay::new("web", 0, LogFormat::Json);
