@@ -73,7 +73,7 @@ fn long_lines_are_split_and_json_lines_embedded() {
     assert_eq!(*structured[2], Value::String("plain".into()));
 }
 
-/// docs/logging.md: a JSON line is measured by its object's object without the white space around it: two spaces, an
+/// A JSON line is measured by its object, without the white space around it (docs/logging.md): two spaces, an
 /// object of exactly 64 KiB and two spaces are one record whose message is the object.
 #[test]
 fn a_64_kib_json_object_with_white_space_around_it_is_one_record() {

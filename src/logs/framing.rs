@@ -9,8 +9,8 @@
 //! does, a `\r` ending the last line at end of stream is dropped too.
 //!
 //! A framer for a `log-format: "json"` stream keeps a longer line whole when, without the
-//! white space around it, it is a JSON object of at most `MAX_MESSAGE` bytes (docs/logging.md measures
-//! the object, not the line). To keep memory bounded, such a line may be at most
+//! white space around it, it is a JSON object of at most `MAX_MESSAGE` bytes (the object is measured,
+//! not the line). To keep memory bounded, such a line may be at most
 //! [`MAX_JSON_LINE`] bytes with its white space; a line that cannot be such an object is cut
 //! exactly as in a text stream, as soon as that is known.
 
