@@ -62,12 +62,7 @@ fn long_lines_are_split_and_json_lines_embedded() {
     assert_eq!(sv.wait_exit(secs(30.0)), 0);
     let sizes: Vec<usize> = sv.messages("long").iter().map(String::len).collect();
     assert_eq!(sizes, [65536, 65536, 150000 - 2 * 65536]);
-    let structured: Vec<&Value> = sv
-        .seen
-        .iter()
-        .filter(|r| r["process"] == "structured")
-        .map(|r| &r["message"])
-        .collect();
+    let structured = sv.message_values("structured");
     assert_eq!(structured[0]["level"], "warn");
     assert_eq!(*structured[1], Value::String("[1,2]".into()));
     assert_eq!(*structured[2], Value::String("plain".into()));
@@ -85,12 +80,7 @@ fn a_64_kib_json_object_with_white_space_around_it_is_one_record() {
     .arg("--no-vault")
     .start();
     assert_eq!(sv.wait_exit(secs(30.0)), 0);
-    let structured: Vec<&Value> = sv
-        .seen
-        .iter()
-        .filter(|r| r["process"] == "structured")
-        .map(|r| &r["message"])
-        .collect();
+    let structured = sv.message_values("structured");
     assert_eq!(
         structured.len(),
         2,

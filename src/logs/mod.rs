@@ -23,3 +23,21 @@ pub const MAX_MESSAGE: usize = 65_536;
 
 /// The `process` field of simplevisor's own records.
 pub const INTERNAL: &str = crate::config::RESERVED_JOB_NAME;
+
+/// What the tests of the relay and the pipes share.
+#[cfg(test)]
+pub(crate) mod test_pipes {
+    use std::os::fd::{AsRawFd, OwnedFd};
+
+    /// A pipe whose read end is non-blocking, as a job's output pipes are.
+    pub fn nonblocking_pipe() -> (OwnedFd, std::io::PipeWriter) {
+        let (reader, writer) = std::io::pipe().unwrap();
+        let reader: OwnedFd = reader.into();
+        // SAFETY: plain fcntl calls on a descriptor we own.
+        unsafe {
+            let flags = libc::fcntl(reader.as_raw_fd(), libc::F_GETFL);
+            libc::fcntl(reader.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+        (reader, writer)
+    }
+}

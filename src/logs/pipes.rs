@@ -261,21 +261,11 @@ impl<'a> Pipes<'a> {
 #[cfg(test)]
 mod tests {
     use std::io::{Read, Write};
-    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::os::fd::AsRawFd;
     use std::thread;
 
     use super::*;
-
-    fn nonblocking_pipe() -> (OwnedFd, std::io::PipeWriter) {
-        let (reader, writer) = std::io::pipe().unwrap();
-        let reader: OwnedFd = reader.into();
-        // SAFETY: plain fcntl calls on a descriptor we own.
-        unsafe {
-            let flags = libc::fcntl(reader.as_raw_fd(), libc::F_GETFL);
-            libc::fcntl(reader.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
-        }
-        (reader, writer)
-    }
+    use crate::logs::test_pipes::nonblocking_pipe;
 
     fn outer() -> Epoll {
         Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).unwrap()

@@ -140,7 +140,7 @@ impl StreamRelay {
 #[cfg(test)]
 mod tests {
     use std::io::{Read, Write};
-    use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+    use std::os::fd::{AsFd, AsRawFd};
     use std::thread;
     use std::time::Duration;
 
@@ -148,17 +148,7 @@ mod tests {
 
     use super::*;
     use crate::logs::Output;
-
-    fn nonblocking_pipe() -> (OwnedFd, std::io::PipeWriter) {
-        let (reader, writer) = std::io::pipe().unwrap();
-        let reader: OwnedFd = reader.into();
-        // SAFETY: plain fcntl calls on a descriptor we own.
-        unsafe {
-            let flags = libc::fcntl(reader.as_raw_fd(), libc::F_GETFL);
-            libc::fcntl(reader.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
-        }
-        (reader, writer)
-    }
+    use crate::logs::test_pipes::nonblocking_pipe;
 
     fn messages(out: &[u8]) -> Vec<String> {
         out.split(|&b| b == b'\n')

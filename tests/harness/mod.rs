@@ -289,6 +289,15 @@ impl Supervisor {
         }
     }
 
+    /// Message values of one process, in order, as they came (objects stay objects).
+    pub fn message_values(&self, process: &str) -> Vec<&Value> {
+        self.seen
+            .iter()
+            .filter(|r| r["process"] == process)
+            .map(|r| &r["message"])
+            .collect()
+    }
+
     /// Messages of one process, in order.
     pub fn messages(&self, process: &str) -> Vec<String> {
         self.seen
