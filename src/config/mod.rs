@@ -13,6 +13,7 @@ pub mod order;
 pub mod validate;
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -48,6 +49,14 @@ impl Config {
     /// Every job, init jobs first, in file order.
     pub fn jobs(&self) -> impl Iterator<Item = &JobSpec> {
         self.init.iter().chain(self.main.iter())
+    }
+
+    /// The names of the main jobs `job` lists in `after`.
+    pub fn after_names(&self, job: &JobSpec) -> Vec<String> {
+        job.after
+            .iter()
+            .filter_map(|&first| self.main.get(first).map(|j| j.name.clone()))
+            .collect()
     }
 }
 
@@ -135,7 +144,7 @@ impl Named for ExpiryPolicy {
 }
 
 /// One job of `jobs.init` or `jobs.main`, with every default applied.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct JobSpec {
     /// Unique across all jobs; the `process` field of its log records.
     pub name: String,
@@ -146,6 +155,8 @@ pub struct JobSpec {
     pub run_as: Option<Identity>,
     pub kill_signal: Signal,
     pub stop_timeout: Duration,
+    /// The entry has no `stop-timeout` of its own: it follows the top-level one.
+    pub inherits_stop_timeout: bool,
     pub workdir: Option<PathBuf>,
     pub log_format: LogFormat,
     /// Always `Never` for init jobs (they are not restarted).
@@ -168,13 +179,18 @@ pub struct ReadyCheck {
     pub timeout: Duration,
 }
 
-/// What a readiness check tries.
+/// What a readiness check tries; addresses are parsed once, at load time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Probe {
-    /// A TCP connection to `host:port` succeeds.
-    Tcp(String),
+    /// A TCP connection to the address succeeds.
+    Tcp(SocketAddr),
     /// `GET` of an `http://` URL answers 2xx.
-    Http(String),
+    Http {
+        url: String,
+        addr: SocketAddr,
+        /// The path (and query) to request.
+        path: String,
+    },
     /// The command exits 0 (run with the job's identity and environment).
     Exec(Vec<String>),
 }
@@ -184,7 +200,7 @@ impl Probe {
     pub fn describe(&self) -> String {
         match self {
             Probe::Tcp(addr) => format!("tcp {addr}"),
-            Probe::Http(url) => format!("http {url}"),
+            Probe::Http { url, .. } => format!("http {url}"),
             Probe::Exec(cmd) => format!("exec {}", cmd.join(" ")),
         }
     }

@@ -654,21 +654,23 @@ impl Validator<'_> {
         let probe = match given[0] {
             "tcp" => {
                 let addr = self.string(map, path, "tcp")?;
-                if addr.parse::<std::net::SocketAddr>().is_err() {
-                    self.problem(
-                        &join(path, "tcp"),
-                        format!(
-                            "{} is not an address like 127.0.0.1:8080 or [::1]:8080 (host names are not resolved)",
-                            quoted(&addr)
-                        ),
-                    );
-                    return None;
+                match addr.parse::<std::net::SocketAddr>() {
+                    Ok(addr) => Probe::Tcp(addr),
+                    Err(_) => {
+                        self.problem(
+                            &join(path, "tcp"),
+                            format!(
+                                "{} is not an address like 127.0.0.1:8080 or [::1]:8080 (host names are not resolved)",
+                                quoted(&addr)
+                            ),
+                        );
+                        return None;
+                    }
                 }
-                Probe::Tcp(addr)
             }
             "http" => {
                 let url = self.string(map, path, "http")?;
-                if http_target(&url).is_none() {
+                let Some((addr, target)) = http_target(&url) else {
                     self.problem(
                         &join(path, "http"),
                         format!(
@@ -677,8 +679,13 @@ impl Validator<'_> {
                         ),
                     );
                     return None;
+                };
+                let target = target.to_string();
+                Probe::Http {
+                    url,
+                    addr,
+                    path: target,
                 }
-                Probe::Http(url)
             }
             _ => {
                 let cmd = self.strings(map, path, "exec");
@@ -881,6 +888,7 @@ impl Validator<'_> {
             run_as,
             kill_signal,
             stop_timeout: self.duration(map, path, "stop-timeout", stop_timeout),
+            inherits_stop_timeout: !map.contains_key("stop-timeout"),
             workdir,
             log_format,
             restart,

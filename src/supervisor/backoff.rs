@@ -37,6 +37,11 @@ impl Backoff {
             .min(self.settings.max)
     }
 
+    /// New settings (a reload) for the delays computed from now on; the count is kept.
+    pub fn set_settings(&mut self, settings: BackoffSettings) {
+        self.settings = settings;
+    }
+
     /// Starts the sequence over (a `restart` or `start` command).
     pub fn reset(&mut self) {
         self.consecutive = 0;

@@ -7,20 +7,20 @@
 pub mod backoff;
 pub mod emergency;
 pub mod event_loop;
+pub mod jobs;
 pub mod machine;
 pub mod orphans;
 pub mod pid1;
 pub mod readiness;
 pub mod reaper;
 pub mod self_protection;
+pub mod signal_source;
 pub mod status;
+pub mod termination;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use std::os::fd::AsFd;
-
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signalfd::SignalFd;
 
 use crate::cli::Options;
@@ -29,14 +29,13 @@ use crate::control::server::ControlServer;
 use crate::environment::{self, EnvPlan};
 use crate::logs::{Logger, Output};
 use crate::mailbox;
-use crate::signals;
-use crate::vault::{self, Session, VaultEvent};
+use crate::vault::Session;
 
-use event_loop::{EventLoop, Rebuild, VaultLink};
-use machine::{JobPolicy, Machine};
+use event_loop::{EnvBuilder, EventLoop, Startup};
+use signal_source::SignalSource;
 
 /// Time given to revoking leases after the jobs stopped (docs/behaviour.md).
-const REVOKE_BUDGET: Duration = Duration::from_secs(3);
+pub(crate) const REVOKE_BUDGET: Duration = Duration::from_secs(3);
 
 /// Runs the supervisor; returns the exit status.
 pub fn run(options: &Options) -> u8 {
@@ -78,7 +77,7 @@ pub fn run(options: &Options) -> u8 {
         }
     };
     let status = supervise(
-        &config,
+        config,
         options,
         &process_env,
         &plan,
@@ -94,11 +93,11 @@ pub fn run(options: &Options) -> u8 {
 /// Everything between "output works" and "flush output": from here on, every problem is a
 /// record on stdout.
 fn supervise(
-    config: &Config,
+    config: Config,
     options: &Options,
     process_env: &[(String, String)],
     plan: &EnvPlan,
-    signal_fd: nix::sys::signalfd::SignalFd,
+    signal_fd: SignalFd,
     output: &Output,
     logger: &Logger,
 ) -> u8 {
@@ -106,64 +105,68 @@ fn supervise(
         logger
             .error("vault-token is ignored with --no-vault: jobs get no VAULT_TOKEN or VAULT_ADDR");
     }
-    let (session, inbox) = if plan.needs_vault {
-        match start_vault(config, process_env, plan, logger, &signal_fd) {
-            Ok((session, inbox)) => (Some(session), Some(inbox)),
+    // Before Vault start-up, so that `status` and `health --live` answer while it retries.
+    let control = config.control_socket.as_deref().and_then(|path| {
+        match ControlServer::bind(path, event_loop::CONTROL_BASE) {
+            Ok(server) => {
+                logger.info(&format!("control socket: {}", path.display()));
+                Some(server)
+            }
+            Err(warning) => {
+                logger.error(&format!("control socket: {warning}"));
+                None
+            }
+        }
+    });
+    let build_env = env_builder(&config, process_env, plan);
+    let startup = if plan.needs_vault {
+        match start_vault(&config, process_env, plan, logger) {
+            Ok(startup) => startup,
             Err(status) => return status,
         }
     } else {
-        (None, None)
-    };
-    if let Some(session) = &session {
-        emergency::set_revoker(
-            session.emergency_revoker(REVOKE_BUDGET, crate::logs::direct::DirectLog),
-        );
-    }
-    let values = match &session {
-        Some(session) => session.values().clone(),
-        None => literal_values(config, process_env),
-    };
-    let injection = match &session {
-        Some(session) if config.env.vault_token => Some(session.injection()),
-        _ => None,
-    };
-    let status =
-        match environment::build(&config.env, process_env, plan, &values, injection.as_ref()) {
-            Ok(env) => {
-                let rebuild = rebuilder(config, process_env, plan);
-                let vault = match (inbox, &session) {
-                    (Some(inbox), Some(session)) => Some(VaultLink {
-                        inbox,
-                        rebuild,
-                        revoke_superseded: Box::new(|| session.revoke_superseded()),
-                        lifetimes: Box::new(|now| session.lifetimes(now)),
-                    }),
-                    _ => None,
-                };
-                supervise_jobs(config, env, signal_fd, output, logger, vault)
-            }
+        let values = literal_values(&config, process_env);
+        match build_env(&values, None) {
+            Ok(env) => Startup::Ready(env),
             Err(message) => {
                 logger.error(&format!("cannot build the job environment: {message}"));
-                1
+                return 1;
             }
-        };
-    if let Some(session) = session {
+        }
+    };
+    let event_loop = EventLoop::new(
+        config,
+        startup,
+        build_env,
+        SignalSource::new(signal_fd),
+        output,
+        logger.clone(),
+        control,
+    );
+    let finished = match event_loop {
+        Ok(event_loop) => event_loop.run(),
+        Err(message) => {
+            logger.error(&message);
+            return 1;
+        }
+    };
+    if let Some(session) = finished.session {
         session.stop(crate::time::from_now(REVOKE_BUDGET));
         emergency::set_revoker(None);
     }
-    status
+    finished.status
 }
 
-/// Logs in and fetches the secrets on a thread of its own while this one keeps reading signals:
-/// Vault may be retried for up to `startup-timeout`, and a `SIGTERM` meanwhile must end
-/// simplevisor at once (status 0, nothing was started), not after the orchestrator's grace.
+/// Logs in and fetches the secrets on a thread of its own; the event loop waits for the
+/// result while it serves signals and the control socket: Vault may be retried for up to
+/// `startup-timeout`, and a `SIGTERM` meanwhile must end simplevisor at once (status 0,
+/// nothing was started), not after the orchestrator's grace.
 fn start_vault(
     config: &Config,
     process_env: &[(String, String)],
     plan: &EnvPlan,
     logger: &Logger,
-    signal_fd: &SignalFd,
-) -> Result<(Session, mailbox::Inbox<VaultEvent>), u8> {
+) -> Result<Startup, u8> {
     let channels = mailbox::channel().and_then(|events| Ok((events, mailbox::channel()?)));
     let ((events, inbox), (done, started)) = channels.map_err(|error| {
         logger.error(&format!(
@@ -177,7 +180,9 @@ fn start_vault(
         plan.clone(),
         logger.clone(),
     );
-    let starter = std::thread::Builder::new()
+    // Not joined: at a shutdown during start-up it ends with the process; leases it may still
+    // acquire then expire at their TTL.
+    std::thread::Builder::new()
         .name("vault-start".into())
         .spawn(move || {
             done.send(Session::start(&settings, &env, &plan, log, events));
@@ -186,123 +191,20 @@ fn start_vault(
             logger.error(&format!("cannot start the Vault start-up thread: {error}"));
             1
         })?;
-    let result = loop {
-        match wait_for_start_or_shutdown(signal_fd, &started) {
-            Waited::Started(result) => break *result,
-            Waited::Shutdown(signal) => {
-                logger.info(&format!(
-                    "received {} while logging in to Vault; exiting, nothing was started",
-                    signals::name_of(signal)
-                ));
-                // The start-up thread ends with the process; leases it may still acquire
-                // expire at their TTL.
-                return Err(0);
-            }
-            Waited::Nothing => {}
-        }
-    };
-    let _ = starter.join();
-    match result {
-        Ok(session) => Ok((session, inbox)),
-        Err(vault::StartError::Config(message)) => {
-            logger.error(&message);
-            Err(2)
-        }
-        Err(vault::StartError::Vault(message)) => {
-            logger.error(&message);
-            Err(1)
-        }
-    }
+    Ok(Startup::Vault {
+        result: started,
+        events: inbox,
+    })
 }
 
-enum Waited {
-    Started(Box<Result<Session, vault::StartError>>),
-    Shutdown(i32),
-    Nothing,
-}
-
-/// One wait for either the start-up result or a shutdown signal. Other signals have no job to
-/// go to yet and are dropped.
-fn wait_for_start_or_shutdown(
-    signal_fd: &SignalFd,
-    started: &mailbox::Inbox<Result<Session, vault::StartError>>,
-) -> Waited {
-    let mut fds = [
-        PollFd::new(signal_fd.as_fd(), PollFlags::POLLIN),
-        PollFd::new(started.as_fd(), PollFlags::POLLIN),
-    ];
-    // A timeout only to survive a lost wake-up; both descriptors are level-triggered.
-    let _ = poll(&mut fds, PollTimeout::from(1000u16));
-    while let Ok(Some(info)) = signal_fd.read_signal() {
-        let signo = info.ssi_signo as i32;
-        if signals::disposition(signo) == signals::Disposition::Shutdown {
-            return Waited::Shutdown(signo);
-        }
-    }
-    match started.drain().into_iter().next() {
-        Some(result) => Waited::Started(Box::new(result)),
-        None => Waited::Nothing,
-    }
-}
-
-fn supervise_jobs(
-    config: &Config,
-    env: Vec<(String, String)>,
-    signal_fd: nix::sys::signalfd::SignalFd,
-    output: &Output,
-    logger: &Logger,
-    vault: Option<VaultLink<'_>>,
-) -> u8 {
-    let machine = Machine::new(
-        config.init.iter().map(JobPolicy::from_spec).collect(),
-        config.main.iter().map(JobPolicy::from_spec).collect(),
-        config.backoff,
-    )
-    .with_shutdown_delay(config.shutdown_delay);
-    let specs = config.jobs().cloned().collect();
-    let control = config.control_socket.as_deref().and_then(|path| {
-        match ControlServer::bind(path, event_loop::CONTROL_BASE) {
-            Ok(server) => {
-                logger.info(&format!("control socket: {}", path.display()));
-                Some(server)
-            }
-            Err(warning) => {
-                logger.error(&format!("control socket: {warning}"));
-                None
-            }
-        }
-    });
-    match EventLoop::new(
-        machine,
-        specs,
-        env,
-        signal_fd,
-        output,
-        logger.clone(),
-        vault,
-        control,
-    ) {
-        Ok(event_loop) => event_loop.run(),
-        Err(message) => {
-            logger.error(&message);
-            1
-        }
-    }
-}
-
-/// How the environment is rebuilt when the renewer fetched everything anew.
-fn rebuilder(config: &Config, process_env: &[(String, String)], plan: &EnvPlan) -> Rebuild {
+/// How the jobs' environment is built from the `vault-replace` values, at start and after a
+/// rotation.
+fn env_builder(config: &Config, process_env: &[(String, String)], plan: &EnvPlan) -> EnvBuilder {
     let settings = config.env.clone();
     let process_env = process_env.to_vec();
     let plan = plan.clone();
-    Box::new(move |event| match event {
-        VaultEvent::Refreshed { values, injection } => {
-            let injection = settings.vault_token.then_some(injection);
-            environment::build(&settings, &process_env, &plan, &values, injection.as_ref())
-                .map(Some)
-                .map_err(|message| format!("cannot rebuild the job environment: {message}"))
-        }
-        _ => Ok(None),
+    Box::new(move |values, injection| {
+        environment::build(&settings, &process_env, &plan, values, injection)
     })
 }
 

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::machine::Termination;
+use super::termination::Termination;
 use crate::time::later;
 
 /// At most one record per this long.

@@ -18,8 +18,9 @@ use nix::sys::socket::{
     sockopt::SocketError,
 };
 
-use super::machine::{JobId, Termination};
+use super::machine::JobId;
 use super::reaper;
+use super::termination::Termination;
 
 /// The most of an HTTP answer read while looking for its status line.
 const MAX_HTTP_HEAD: usize = 8 * 1024;

@@ -6,7 +6,7 @@
 use nix::errno::Errno;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 
-use super::machine::Termination;
+use super::termination::Termination;
 
 /// Every child that has exited so far, without blocking.
 pub fn reap_exited() -> Vec<(i32, Termination)> {

@@ -68,6 +68,8 @@ pub struct JobStatus {
     pub uptime: Option<Duration>,
     pub restarts: u32,
     pub last_exit: Option<LastExit>,
+    /// Why the last start failed (the job's program could not be run), when it did.
+    pub start_error: Option<String>,
     /// In `backoff`: time left until the next start.
     pub next_start_in: Option<Duration>,
     /// In `starting`: why the last readiness check failed.
@@ -107,9 +109,15 @@ impl Snapshot {
                     "pid": job.pid,
                     "uptime_seconds": job.uptime.map(|d| d.as_secs()),
                     "restarts": job.restarts,
-                    "last_exit": job.last_exit.as_ref().map(|exit| match exit {
-                        LastExit::Code(code) => json!({"code": code}),
-                        LastExit::Signal(signal) => json!({"signal": signal}),
+                    "last_exit": job.last_exit.as_ref().map(|exit| {
+                        let mut exit = match exit {
+                            LastExit::Code(code) => json!({"code": code}),
+                            LastExit::Signal(signal) => json!({"signal": signal}),
+                        };
+                        if let Some(reason) = &job.start_error {
+                            exit["reason"] = json!(reason);
+                        }
+                        exit
                     }),
                     "next_start_in_seconds": job.next_start_in.map(|d| d.as_secs_f64()),
                     "ready_check_error": job.check_error,
@@ -203,6 +211,9 @@ impl Snapshot {
             line(row);
         }
         for job in &self.jobs {
+            if let Some(error) = &job.start_error {
+                let _ = writeln!(out, "{}: could not start: {error}", job.name);
+            }
             if let Some(error) = &job.check_error {
                 let _ = writeln!(out, "{}: readiness check failing: {error}", job.name);
             }
@@ -247,6 +258,7 @@ mod tests {
                     uptime: None,
                     restarts: 0,
                     last_exit: Some(LastExit::Code(0)),
+                    start_error: None,
                     next_start_in: None,
                     check_error: None,
                 },
@@ -258,6 +270,7 @@ mod tests {
                     uptime: None,
                     restarts: 3,
                     last_exit: Some(LastExit::Signal("KILL".into())),
+                    start_error: None,
                     next_start_in: Some(Duration::from_millis(3950)),
                     check_error: None,
                 },

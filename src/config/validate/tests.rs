@@ -242,7 +242,7 @@ fn operations_keys_are_read_with_their_defaults() {
     assert_eq!(c.control_socket, None);
     assert_eq!(c.shutdown_delay, Duration::from_secs(5));
     let db = c.main[0].ready.as_ref().unwrap();
-    assert_eq!(db.probe, Probe::Tcp("127.0.0.1:5432".into()));
+    assert_eq!(db.probe, Probe::Tcp("127.0.0.1:5432".parse().unwrap()));
     assert_eq!(
         (db.interval, db.timeout),
         (Duration::from_millis(200), Duration::from_secs(1))

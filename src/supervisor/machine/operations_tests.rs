@@ -3,6 +3,7 @@
 
 use super::tests_support::*;
 use super::*;
+use crate::supervisor::status::LastExit;
 
 fn checked(name: &str) -> JobPolicy {
     let mut p = main_job(name);
@@ -13,8 +14,8 @@ fn checked(name: &str) -> JobPolicy {
     p
 }
 
-fn after(mut p: JobPolicy, first: &[usize]) -> JobPolicy {
-    p.after = first.to_vec();
+fn after(mut p: JobPolicy, first: &[&str]) -> JobPolicy {
+    p.after = first.iter().map(|name| name.to_string()).collect();
     p
 }
 
@@ -32,7 +33,7 @@ fn state(h: &Harness, job: JobId) -> JobState {
 
 #[test]
 fn after_waits_for_the_readiness_of_the_jobs_listed() {
-    let mut h = Harness::new(vec![], vec![checked("db"), after(main_job("web"), &[0])]);
+    let mut h = Harness::new(vec![], vec![checked("db"), after(main_job("web"), &["db"])]);
     let (actions, started) = h.start();
     assert_eq!(started, [(0, 100)], "web waits for db");
     assert_eq!(checks(&actions), [Action::RunCheck { job: 0 }]);
@@ -97,8 +98,8 @@ fn jobs_stop_in_reverse_start_order() {
         vec![],
         vec![
             main_job("db"),
-            after(main_job("web"), &[0]),
-            after(main_job("cron"), &[1]),
+            after(main_job("web"), &["db"]),
+            after(main_job("cron"), &["web"]),
         ],
     );
     let (_, started) = h.start();
@@ -119,7 +120,10 @@ fn jobs_stop_in_reverse_start_order() {
 
 #[test]
 fn a_second_signal_kills_jobs_still_waiting_for_their_dependents() {
-    let mut h = Harness::new(vec![], vec![main_job("db"), after(main_job("web"), &[0])]);
+    let mut h = Harness::new(
+        vec![],
+        vec![main_job("db"), after(main_job("web"), &["db"])],
+    );
     h.start();
     h.event(Event::ShutdownSignal { signal: TERM });
     let a = h.event(Event::ShutdownSignal { signal: TERM });
@@ -143,7 +147,7 @@ fn shutdown_delay_keeps_jobs_running_and_health_failing() {
         status.not_ready.as_deref(),
         Some("shutting down (shutdown-delay)")
     );
-    assert!(h.m.command(Command::Restart, &[0], h.now).is_err());
+    assert!(h.command(Command::Restart, &[0]).is_err());
     assert!(signals(&h.advance(Duration::from_millis(4999))).is_empty());
     assert_eq!(signals(&h.advance(Duration::from_millis(1))), [(100, TERM)]);
 }
@@ -197,7 +201,7 @@ fn max_restarts_gives_up_after_that_many_quick_restarts_and_stops_everything() {
 fn stop_holds_a_job_until_start_and_keeps_simplevisor_running() {
     let mut h = Harness::new(vec![], vec![main_job("web")]);
     h.start();
-    let a = h.m.command(Command::Stop, &[0], h.now).unwrap();
+    let a = h.command(Command::Stop, &[0]).unwrap();
     assert_eq!(signals(&a), [(100, TERM)]);
     assert_eq!(state(&h, 0), JobState::Stopping);
     let (a, started) = h.exit(100, Termination::Signaled(TERM));
@@ -212,7 +216,7 @@ fn stop_holds_a_job_until_start_and_keeps_simplevisor_running() {
         "a stopped job does not make it unready"
     );
     assert_eq!(h.m.next_deadline(), None);
-    let a = h.m.command(Command::Start, &[0], h.now).unwrap();
+    let a = h.command(Command::Start, &[0]).unwrap();
     let (_, started) = h.run(a);
     assert_eq!(started, [(0, 101)]);
     assert_eq!(h.m.snapshot(h.now).jobs[0].restarts, 1);
@@ -232,11 +236,11 @@ fn restart_stops_and_starts_at_once_with_the_backoff_reset() {
         Some(Duration::from_secs(2))
     );
     // In backoff: started now.
-    let a = h.m.command(Command::Restart, &[0], h.now).unwrap();
+    let a = h.command(Command::Restart, &[0]).unwrap();
     let (_, started) = h.run(a);
     assert_eq!(started, [(0, 102)]);
     // Running: stopped gracefully, then started at once.
-    let a = h.m.command(Command::Restart, &[0], h.now).unwrap();
+    let a = h.command(Command::Restart, &[0]).unwrap();
     assert_eq!(signals(&a), [(102, TERM)]);
     let (_, started) = h.exit(102, Termination::Signaled(TERM));
     assert_eq!(started, [(0, 103)]);
@@ -256,25 +260,32 @@ fn commands_are_refused_with_nothing_done_when_they_cannot_apply() {
     );
     h.start();
     assert!(
-        h.m.command(Command::Restart, &[1], h.now)
+        h.command(Command::Restart, &[1])
             .unwrap_err()
+            .reason
             .contains("init jobs are running")
     );
     h.exit(100, OK);
-    assert!(
-        h.m.command(Command::Stop, &[0], h.now)
-            .unwrap_err()
-            .contains("not a main job")
-    );
-    h.m.command(Command::Stop, &[2], h.now).unwrap();
+    let refused = h.command(Command::Stop, &[0]).unwrap_err();
+    assert!(refused.reason.contains("is an init job"), "{refused:?}");
+    assert_eq!(refused.code, 2, "an init job is a usage error");
+    h.command(Command::Stop, &[2]).unwrap();
     h.exit(102, Termination::Signaled(TERM));
-    let err =
-        h.m.command(Command::Signal(HUP), &[1, 2], h.now)
-            .unwrap_err();
-    assert_eq!(err, "not running: worker");
-    let a = h.m.command(Command::Signal(HUP), &[1], h.now).unwrap();
+    let err = h.command(Command::Signal(HUP), &[1, 2]).unwrap_err();
+    assert_eq!(err, Refusal::refused("not running: worker"));
+    let a = h.command(Command::Signal(HUP), &[1]).unwrap();
     assert_eq!(signals(&a), [(101, HUP)]);
     assert_eq!(h.m.job_named("worker"), Some(2));
+    let unknown =
+        h.m.command(Command::Stop, &["nope".into()], h.now)
+            .unwrap_err();
+    assert_eq!(unknown.code, 2);
+    assert!(
+        unknown
+            .reason
+            .contains("unknown job nope (jobs: migrate, web, worker)"),
+        "{unknown:?}"
+    );
     assert_eq!(h.m.job_named("nope"), None);
 }
 
@@ -286,7 +297,7 @@ fn a_job_whose_after_jobs_are_done_for_good_ends_the_run_with_status_1() {
         interval: Duration::from_secs(1),
         timeout: Duration::from_secs(1),
     });
-    let mut h = Harness::new(vec![], vec![once, after(main_job("web"), &[0])]);
+    let mut h = Harness::new(vec![], vec![once, after(main_job("web"), &["setup"])]);
     h.start();
     let (a, _) = h.exit(100, OK);
     assert!(

@@ -265,6 +265,7 @@ fn a_fatal_error_stops_jobs_and_exits_1() {
     h.start();
     let actions = h.event(Event::Fatal {
         reason: "lease expired".into(),
+        status: 1,
     });
     assert_eq!(signals(&actions), [(100, TERM)]);
     let (actions, _) = h.exit(100, Termination::Signaled(TERM));

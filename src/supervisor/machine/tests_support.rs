@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub use super::*;
+pub use crate::config::JobKind;
+pub use crate::supervisor::status::JobState;
 
 pub const TERM: i32 = libc::SIGTERM;
 pub const INT: i32 = libc::SIGINT;
@@ -12,6 +14,7 @@ pub const HUP: i32 = libc::SIGHUP;
 pub fn policy(name: &str) -> JobPolicy {
     JobPolicy {
         name: name.into(),
+        kind: JobKind::Main,
         kill_signal: TERM,
         stop_timeout: Duration::from_secs(5),
         restart: RestartPolicy::Always,
@@ -19,11 +22,13 @@ pub fn policy(name: &str) -> JobPolicy {
         check: None,
         after: Vec::new(),
         max_restarts: None,
+        reload_signal: None,
     }
 }
 
 pub fn init(name: &str) -> JobPolicy {
     let mut p = policy(name);
+    p.kind = JobKind::Init;
     p.restart = RestartPolicy::Never;
     p
 }
@@ -52,6 +57,12 @@ impl Harness {
     pub fn advance(&mut self, d: Duration) -> Vec<Action> {
         self.now += d;
         self.m.handle(Event::Tick, self.now)
+    }
+
+    /// A control command on jobs given by id.
+    pub fn command(&mut self, command: Command, jobs: &[JobId]) -> Result<Vec<Action>, Refusal> {
+        let names: Vec<String> = jobs.iter().map(|&j| self.m.name(j).to_string()).collect();
+        self.m.command(command, &names, self.now)
     }
 
     pub fn event(&mut self, e: Event) -> Vec<Action> {

@@ -1,39 +1,41 @@
-//! The thin shell around [`Machine`]: one `epoll` over the signalfd, the jobs' output pipes
+//! The thin shell around [`Machine`]: one `epoll` over the signals, the jobs' output pipes
 //! (one fd, [`Pipes`], which relays them and applies backpressure), the stdout writer's
-//! wake-up, the Vault mailbox, the control socket and its connections, and the sockets of
-//! readiness checks. It turns readiness into [`Event`]s and [`Action`]s into syscalls; it
-//! decides nothing itself.
+//! wake-up, Vault (the start-up result, then the renewer's events), the control socket and its
+//! connections, and the sockets of readiness checks. It turns readiness into [`Event`]s and
+//! [`Action`]s into syscalls; it decides nothing itself. Control requests are answered in
+//! `requests`.
 
+mod requests;
+
+use std::collections::{BTreeMap, HashMap};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
-use nix::sys::signalfd::SignalFd;
 
-use serde_json::{Value, json};
-
-use crate::config::{JobSpec, Probe, validate::http_target};
-use crate::control::protocol::{JobCommand, Request, refusal};
+use crate::config::{Config, Probe};
 use crate::control::server::ControlServer;
-use crate::environment;
+use crate::environment::VaultInjection;
 use crate::logs::pipes::Pipes;
 use crate::logs::{Logger, Output};
 use crate::mailbox::Inbox;
-use crate::signals::{self, Disposition};
+use crate::signals;
 use crate::spawn::{self, SpawnRequest};
-use crate::vault::VaultEvent;
+use crate::vault::{self, Session, VaultEvent};
 
-use super::machine::{Action, Command, Event, JobId, Machine};
+use super::jobs::{self, JobRecord};
+use super::machine::{Action, Event, JobId, Machine};
 use super::readiness::{Checks, Outcome, Reaped};
 use super::reaper;
-use super::status::LeaseStatus;
+use super::signal_source::{SignalEvent, SignalSource};
 
 const TOKEN_SIGNALS: u64 = 0;
 const TOKEN_PIPES: u64 = 1;
 const TOKEN_OUTPUT: u64 = 2;
 const TOKEN_VAULT: u64 = 3;
 const TOKEN_CONTROL: u64 = 4;
+const TOKEN_STARTUP: u64 = 5;
 /// Control connection `n` has token `CONTROL_BASE + n`.
 pub const CONTROL_BASE: u64 = 1 << 32;
 /// The readiness check socket of job `n` has token `CHECKS_BASE + n`.
@@ -43,48 +45,73 @@ const CHECKS_BASE: u64 = 2 << 32;
 /// members reaped by their own parent inside the group send us no SIGCHLD.
 const GROUP_PROBE_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Builds a job environment from new Vault values (after an `on-lease-expiry: restart`).
-pub type Rebuild = Box<dyn FnMut(VaultEvent) -> Result<Option<Vec<(String, String)>>, String>>;
+/// How long the emergency stop waits for killed jobs to be reaped.
+const EMERGENCY_BUDGET: Duration = Duration::from_secs(5);
 
-/// The event loop's side of Vault: its events, how to rebuild the environment from a refresh,
-/// and how to give back what a refresh superseded once every job runs with the new one.
-pub struct VaultLink<'a> {
-    pub inbox: Inbox<VaultEvent>,
-    pub rebuild: Rebuild,
-    pub revoke_superseded: Box<dyn Fn() + 'a>,
-    /// Each credential's reference and time left, for `status`.
-    pub lifetimes: Lifetimes<'a>,
+/// Builds the jobs' environment from the `vault-replace` values (and the token to inject):
+/// at start-up and after a rotation.
+pub type EnvBuilder = Box<
+    dyn Fn(
+        &BTreeMap<String, String>,
+        Option<&VaultInjection>,
+    ) -> Result<Vec<(String, String)>, String>,
+>;
+
+/// How the jobs' environment comes about.
+pub enum Startup {
+    /// Without Vault: ready now.
+    Ready(Vec<(String, String)>),
+    /// Vault start-up runs on a thread; its result arrives in `result`, the renewer's events
+    /// in `events` after it.
+    Vault {
+        result: Inbox<Result<Session, vault::StartError>>,
+        events: Inbox<VaultEvent>,
+    },
 }
 
-/// Each Vault credential's reference and time left at a moment.
-pub type Lifetimes<'a> = Box<dyn Fn(Instant) -> Vec<(String, Option<Duration>)> + 'a>;
+/// Vault once start-up succeeded: the session and the renewer's events.
+struct VaultLink {
+    session: Session,
+    events: Inbox<VaultEvent>,
+}
+
+/// How the loop ended: the exit status, and the Vault session to stop (revoking its leases)
+/// once the jobs are gone.
+pub struct Finished {
+    pub status: u8,
+    pub session: Option<Session>,
+}
 
 pub struct EventLoop<'a> {
     machine: Machine,
-    specs: Vec<JobSpec>,
+    /// The running configuration: what `reload` compares with, and where it re-reads.
+    config: Config,
+    records: HashMap<JobId, JobRecord>,
+    /// The environment shared by every job (before its `run-as` identity).
     env: Vec<(String, String)>,
+    build_env: EnvBuilder,
     epoll: Epoll,
     pipes: Pipes<'a>,
-    signals: SignalFd,
+    signals: SignalSource,
     output: &'a Output,
     logger: Logger,
-    vault: Option<VaultLink<'a>>,
+    /// Vault start-up still running.
+    startup: Option<Startup>,
+    vault: Option<VaultLink>,
     status: Option<u8>,
     control: Option<ControlServer>,
     checks: Checks,
 }
 
 impl<'a> EventLoop<'a> {
-    /// `specs`: init jobs then main jobs, in the order the machine numbers them.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        machine: Machine,
-        specs: Vec<JobSpec>,
-        env: Vec<(String, String)>,
-        signals: SignalFd,
+        config: Config,
+        startup: Startup,
+        build_env: EnvBuilder,
+        signals: SignalSource,
         output: &'a Output,
         logger: Logger,
-        vault: Option<VaultLink<'a>>,
         control: Option<ControlServer>,
     ) -> Result<EventLoop<'a>, String> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
@@ -97,8 +124,8 @@ impl<'a> EventLoop<'a> {
         };
         add(signals.as_fd(), TOKEN_SIGNALS, "the signalfd")?;
         add(output.wake_fd(), TOKEN_OUTPUT, "the output writer")?;
-        if let Some(link) = &vault {
-            add(link.inbox.as_fd(), TOKEN_VAULT, "the Vault mailbox")?;
+        if let Startup::Vault { result, .. } = &startup {
+            add(result.as_fd(), TOKEN_STARTUP, "the Vault start-up")?;
         }
         // Never fatal: without its listener, simplevisor runs without a control socket.
         let control = control.and_then(|server| {
@@ -110,26 +137,40 @@ impl<'a> EventLoop<'a> {
                 }
             }
         });
+        let (init, main) = jobs::records(&config);
+        let machine = Machine::new(
+            init.iter().map(JobRecord::policy).collect(),
+            main.iter().map(JobRecord::policy).collect(),
+            config.backoff,
+        )
+        .with_shutdown_delay(config.shutdown_delay);
+        // The machine hands out ids in this same order, from 0.
+        let records = init.into_iter().chain(main).enumerate().collect();
         Ok(EventLoop {
             machine,
-            specs,
-            env,
+            config,
+            records,
+            env: Vec::new(),
+            build_env,
             epoll,
             pipes,
             signals,
             output,
             logger,
-            vault,
+            startup: Some(startup),
+            vault: None,
             status: None,
             control,
             checks: Checks::new(CHECKS_BASE),
         })
     }
 
-    /// Runs until the machine says exit; returns the exit status.
-    pub fn run(mut self) -> u8 {
-        let actions = self.machine.start();
-        self.execute(actions);
+    /// Runs until the machine says exit.
+    pub fn run(mut self) -> Finished {
+        if let Some(Startup::Ready(env)) = self.startup.take_if(|s| matches!(s, Startup::Ready(_)))
+        {
+            self.begin(env);
+        }
         let mut events = [EpollEvent::empty(); 8];
         let mut startup_released = false;
         while self.status.is_none() {
@@ -151,6 +192,7 @@ impl<'a> EventLoop<'a> {
                     TOKEN_SIGNALS => self.on_signals(),
                     TOKEN_PIPES => self.read_pipes(),
                     TOKEN_OUTPUT => self.on_output_room(),
+                    TOKEN_STARTUP => self.on_startup(),
                     TOKEN_VAULT => self.on_vault(),
                     TOKEN_CONTROL => self.on_control_accept(),
                     token => self.on_token(token),
@@ -165,7 +207,17 @@ impl<'a> EventLoop<'a> {
         }
         self.checks.cancel_all(&self.epoll);
         self.pipes.close_all();
-        self.status.unwrap_or(1)
+        Finished {
+            status: self.status.unwrap_or(1),
+            session: self.vault.map(|link| link.session),
+        }
+    }
+
+    /// The environment is ready: the jobs begin.
+    fn begin(&mut self, env: Vec<(String, String)>) {
+        self.env = env;
+        let actions = self.machine.start();
+        self.execute(actions);
     }
 
     fn timeout(&self, now: Instant) -> EpollTimeout {
@@ -208,7 +260,7 @@ impl<'a> EventLoop<'a> {
                 Action::Error(message) => self.logger.error(&message),
                 Action::RollingRestartDone => {
                     if let Some(link) = &self.vault {
-                        (link.revoke_superseded)();
+                        link.session.revoke_superseded();
                     }
                 }
                 Action::Exit(status) => self.status = Some(status),
@@ -218,16 +270,24 @@ impl<'a> EventLoop<'a> {
                     }
                 }
                 Action::CancelCheck { job } => self.checks.cancel(job, &self.epoll),
+                Action::Forget(job) => {
+                    self.checks.cancel(job, &self.epoll);
+                    self.records.remove(&job);
+                }
             }
         }
     }
 
     fn start(&mut self, job: JobId) -> Event {
-        let spec = &self.specs[job];
-        let env = match &spec.run_as {
-            Some(identity) => environment::with_identity(&self.env, &identity.user, &identity.home),
-            None => self.env.clone(),
+        let Some(record) = self.records.get(&job) else {
+            return Event::StartFailed {
+                job,
+                reason: "simplevisor has no record of this job (internal error)".into(),
+                status: 126,
+            };
         };
+        let spec = &record.spec;
+        let env = record.environment(&self.env);
         let request = SpawnRequest {
             cmd: &spec.cmd,
             env: &env,
@@ -258,46 +318,34 @@ impl<'a> EventLoop<'a> {
     }
 
     fn on_signals(&mut self) {
-        let mut reap = false;
-        loop {
-            match self.signals.read_signal() {
-                Ok(Some(info)) => {
-                    let signo = info.ssi_signo as i32;
-                    match signals::disposition(signo) {
-                        Disposition::Reap => reap = true,
-                        Disposition::Shutdown => {
-                            let actions = self
-                                .machine
-                                .handle(Event::ShutdownSignal { signal: signo }, Instant::now());
-                            self.execute(actions);
-                        }
-                        Disposition::Forward => {
-                            // Fault injection for the tests of the panic path; not compiled
-                            // into release builds.
-                            #[cfg(debug_assertions)]
-                            if signo == libc::SIGUSR2
-                                && std::env::var_os("SIMPLEVISOR_TEST_PANIC_ON_USR2").is_some()
-                            {
-                                panic!("injected by SIMPLEVISOR_TEST_PANIC_ON_USR2");
-                            }
-                            let actions = self
-                                .machine
-                                .handle(Event::ForwardSignal { signal: signo }, Instant::now());
-                            self.execute(actions);
-                        }
-                    }
-                }
-                Ok(None) => break,
-                Err(Errno::EINTR) => continue,
-                Err(error) => {
-                    self.logger
-                        .error(&format!("cannot read the signalfd: {error}"));
-                    break;
-                }
+        let events = match self.signals.read_pending() {
+            Ok(events) => events,
+            Err(message) => {
+                self.logger.error(&message);
+                return;
             }
-        }
-        if reap {
-            self.reap();
+        };
+        for event in events {
+            let event = match event {
+                SignalEvent::ChildExited => {
+                    self.reap();
+                    continue;
+                }
+                SignalEvent::Shutdown(signal) => Event::ShutdownSignal { signal },
+                SignalEvent::Forward(signal) => {
+                    // Fault injection for the tests of the panic path; not compiled into
+                    // release builds.
+                    #[cfg(debug_assertions)]
+                    if signal == libc::SIGUSR2
+                        && std::env::var_os("SIMPLEVISOR_TEST_PANIC_ON_USR2").is_some()
+                    {
+                        panic!("injected by SIMPLEVISOR_TEST_PANIC_ON_USR2");
+                    }
+                    Event::ForwardSignal { signal }
+                }
+            };
+            let actions = self.machine.handle(event, Instant::now());
+            self.execute(actions);
         }
     }
 
@@ -361,31 +409,79 @@ impl<'a> EventLoop<'a> {
         }
     }
 
+    /// Vault start-up finished: on success the environment is built and the jobs begin.
+    fn on_startup(&mut self) {
+        let Some(Startup::Vault { result, events }) = self.startup.take() else {
+            return;
+        };
+        let Some(outcome) = result.drain().into_iter().next() else {
+            // A wake-up without a result (cannot happen with one sender): keep waiting.
+            self.startup = Some(Startup::Vault { result, events });
+            return;
+        };
+        let _ = self.epoll.delete(result.as_fd());
+        let result = outcome;
+        let (fatal, status) = match result {
+            Ok(session) => {
+                super::emergency::set_revoker(
+                    session.emergency_revoker(super::REVOKE_BUDGET, crate::logs::direct::DirectLog),
+                );
+                let injection = self.config.env.vault_token.then(|| session.injection());
+                let env = (self.build_env)(session.values(), injection.as_ref());
+                if let Err(error) = self.epoll.add(
+                    events.as_fd(),
+                    EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_VAULT),
+                ) {
+                    self.logger.error(&format!(
+                        "cannot watch the Vault mailbox (epoll_ctl): {error}"
+                    ));
+                }
+                self.vault = Some(VaultLink { session, events });
+                match env {
+                    Ok(env) => return self.begin(env),
+                    Err(message) => (format!("cannot build the job environment: {message}"), 1),
+                }
+            }
+            Err(vault::StartError::Config(message)) => (message, 2),
+            Err(vault::StartError::Vault(message)) => (message, 1),
+        };
+        let actions = self.machine.handle(
+            Event::Fatal {
+                reason: fatal,
+                status,
+            },
+            Instant::now(),
+        );
+        self.execute(actions);
+    }
+
     fn on_vault(&mut self) {
         let messages = match &self.vault {
-            Some(link) => link.inbox.drain(),
+            Some(link) => link.events.drain(),
             None => return,
         };
         for message in messages {
             let event = match message {
                 VaultEvent::Expiring(what) => Event::Fatal {
                     reason: format!("{what} is about to expire (on-lease-expiry: exit); stopping"),
+                    status: 1,
                 },
                 VaultEvent::Revoked(what) => Event::Fatal {
                     reason: format!("{what} was revoked (on-lease-expiry: exit); stopping"),
+                    status: 1,
                 },
-                VaultEvent::Fatal(reason) => Event::Fatal { reason },
-                refreshed @ VaultEvent::Refreshed { .. } => {
-                    let Some(link) = self.vault.as_mut() else {
-                        return;
-                    };
-                    match (link.rebuild)(refreshed) {
-                        Ok(Some(env)) => {
+                VaultEvent::Fatal(reason) => Event::Fatal { reason, status: 1 },
+                VaultEvent::Refreshed { values, injection } => {
+                    let injection = self.config.env.vault_token.then_some(injection);
+                    match (self.build_env)(&values, injection.as_ref()) {
+                        Ok(env) => {
                             self.env = env;
                             Event::RollingRestart
                         }
-                        Ok(None) => continue,
-                        Err(reason) => Event::Fatal { reason },
+                        Err(message) => Event::Fatal {
+                            reason: format!("cannot rebuild the job environment: {message}"),
+                            status: 1,
+                        },
                     }
                 }
             };
@@ -396,46 +492,32 @@ impl<'a> EventLoop<'a> {
 
     /// Starts the readiness check of `job`; an outcome when it ended at once.
     fn start_check(&mut self, job: JobId) -> Option<Outcome> {
-        let spec = &self.specs[job];
-        let probe = spec.ready.as_ref()?.probe.clone();
-        let failed = |detail: String| Outcome {
-            job,
-            passed: false,
-            detail,
-        };
-        match probe {
-            Probe::Tcp(addr) => match addr.parse() {
-                Ok(addr) => self.checks.start_connect(job, addr, None, &self.epoll),
-                Err(_) => Some(failed(format!("not an address: {addr}"))),
-            },
-            Probe::Http(url) => match http_target(&url) {
-                Some((addr, path)) => self
-                    .checks
-                    .start_connect(job, addr, Some(path), &self.epoll),
-                None => Some(failed(format!("not an http URL: {url}"))),
-            },
+        let record = self.records.get(&job)?;
+        let ready = record.spec.ready.as_ref()?;
+        match &ready.probe {
+            Probe::Tcp(addr) => self.checks.start_connect(job, *addr, None, &self.epoll),
+            Probe::Http { addr, path, .. } => {
+                self.checks
+                    .start_connect(job, *addr, Some(path), &self.epoll)
+            }
             Probe::Exec(cmd) => {
-                let env = match &spec.run_as {
-                    Some(identity) => {
-                        environment::with_identity(&self.env, &identity.user, &identity.home)
-                    }
-                    None => self.env.clone(),
-                };
+                let env = record.environment(&self.env);
                 let request = SpawnRequest {
-                    cmd: &cmd,
+                    cmd,
                     env: &env,
-                    identity: spec.run_as.as_ref(),
-                    workdir: spec.workdir.as_deref(),
+                    identity: record.spec.run_as.as_ref(),
+                    workdir: record.spec.workdir.as_deref(),
                 };
                 match spawn::spawn_quiet(&request) {
                     Ok(pid) => {
                         self.checks.track_exec(job, pid);
                         None
                     }
-                    Err(error) => Some(failed(format!(
-                        "the check could not start: {}",
-                        error.reason
-                    ))),
+                    Err(error) => Some(Outcome {
+                        job,
+                        passed: false,
+                        detail: format!("the check could not start: {}", error.reason),
+                    }),
                 }
             }
         }
@@ -484,101 +566,36 @@ impl<'a> EventLoop<'a> {
         }
     }
 
-    /// The answer to one control request; every request leaves a record.
-    fn answer(&mut self, uid: u32, request: Result<Request, String>) -> Value {
-        let request = match request {
-            Ok(request) => request,
-            Err(error) => {
-                self.logger
-                    .error(&format!("control: bad request (peer uid {uid}): {error}"));
-                return refusal(2, &error);
-            }
-        };
-        self.logger
-            .info(&format!("control: {} (peer uid {uid})", request.describe()));
-        let now = Instant::now();
-        match request {
-            Request::Status => {
-                let mut snapshot = self.machine.snapshot(now);
-                if let Some(link) = &self.vault {
-                    snapshot.vault = (link.lifetimes)(now)
-                        .into_iter()
-                        .map(|(reference, ttl_left)| LeaseStatus {
-                            reference,
-                            ttl_left,
-                        })
-                        .collect();
-                }
-                json!({"ok": true, "status": snapshot.to_json(), "table": snapshot.to_table()})
-            }
-            Request::Health { live: true } => json!({"ok": true}),
-            Request::Health { live: false } => match self.machine.snapshot(now).not_ready {
-                None => json!({"ok": true}),
-                Some(reason) => refusal(1, &format!("not ready: {reason}")),
-            },
-            Request::Jobs { command, jobs } => {
-                let command = match command {
-                    JobCommand::Restart => Command::Restart,
-                    JobCommand::Stop => Command::Stop,
-                    JobCommand::Start => Command::Start,
-                };
-                self.command(command, &jobs)
-            }
-            Request::Signal { signal, jobs } => match signals::parse_name(&signal) {
-                Some(signal) => self.command(Command::Signal(signal as i32), &jobs),
-                None => refusal(2, &format!("unknown signal {signal}")),
-            },
-        }
-    }
-
-    fn command(&mut self, command: Command, names: &[String]) -> Value {
-        let mut ids = Vec::new();
-        for name in names {
-            match self.machine.job_named(name) {
-                Some(id) => ids.push(id),
-                None => {
-                    let known: Vec<&str> = self.specs.iter().map(|s| s.name.as_str()).collect();
-                    return refusal(
-                        2,
-                        &format!("unknown job {name} (jobs: {})", known.join(", ")),
-                    );
-                }
-            }
-        }
-        if let Some(&init) = ids.iter().find(|&&id| !self.machine.is_main(id)) {
-            return refusal(
-                2,
-                &format!(
-                    "{} is an init job; {} applies to main jobs only",
-                    self.machine.name(init),
-                    command.name()
-                ),
-            );
-        }
-        match self.machine.command(command, &ids, Instant::now()) {
-            Ok(actions) => {
-                self.execute(actions);
-                json!({"ok": true})
-            }
-            Err(reason) => refusal(1, &reason),
-        }
-    }
-
-    /// The loop itself failed: kill every job's group at once and wait for them, so that no
-    /// job outlives us, then exit 1.
+    /// The loop itself failed: kill every job's group (and readiness checks) at once and wait
+    /// for them, so that no job outlives us, then exit 1. Jobs still alive after the budget
+    /// are named.
     fn emergency_stop(&mut self, reason: &str) {
         self.logger
             .error(&format!("{reason}; killing every job and exiting"));
+        self.checks.cancel_all(&self.epoll);
         let mut left = self.machine.live_groups();
         for &pgid in &left {
-            let _ = reaper::signal_group(pgid, libc::SIGKILL);
+            if let Err(error) = reaper::signal_group(pgid, libc::SIGKILL) {
+                self.logger.error(&format!(
+                    "cannot send KILL to process group {pgid}: {error}"
+                ));
+            }
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + EMERGENCY_BUDGET;
         while !left.is_empty() && Instant::now() < deadline {
             for (pid, _) in reaper::reap_exited() {
                 left.retain(|&p| p != pid);
             }
             std::thread::sleep(Duration::from_millis(10));
+        }
+        if !left.is_empty() {
+            let groups: Vec<String> = left.iter().map(i32::to_string).collect();
+            self.logger.error(&format!(
+                "{} job process group(s) still alive after {}s: {}",
+                left.len(),
+                EMERGENCY_BUDGET.as_secs(),
+                groups.join(", ")
+            ));
         }
         self.status = Some(1);
     }
