@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 // Shared with tests/support (one rule for missing prerequisites); a test crate may include both.
+pub mod control;
 #[allow(clippy::duplicate_mod)]
 mod prerequisite;
 #[allow(unused_imports)]
