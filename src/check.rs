@@ -62,15 +62,24 @@ pub fn run(options: &Options) -> u8 {
 fn start_warnings(config: &Config, process_env: &[(String, String)]) -> Vec<String> {
     // Secrets and templates cannot change which variables pass, so the job's PATH is known
     // without them.
-    let job_env = environment::build(
+    let mut warnings = Vec::new();
+    let job_env = match environment::build(
         &config.env,
         process_env,
         &EnvPlan::default(),
         &BTreeMap::new(),
         None,
-    )
-    .unwrap_or_default();
-    let mut warnings = Vec::new();
+    ) {
+        Ok(env) => env,
+        Err(problem) => {
+            // Never an empty environment in its place: that would report every program as
+            // missing from PATH.
+            warnings.push(format!(
+                "cannot build the jobs' environment to look up their programs: {problem}"
+            ));
+            return warnings;
+        }
+    };
     for (kind, jobs) in [("init", &config.init), ("main", &config.main)] {
         for (i, job) in jobs.iter().enumerate() {
             let at = format!("jobs.{kind}[{i}]");

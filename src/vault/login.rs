@@ -310,7 +310,7 @@ fn look_up(client: &Client, token: String, timeout: Duration) -> Result<Token, R
     let data = answer.get("data").unwrap_or(&Value::Null);
     Ok(Token {
         value: token,
-        ttl: seconds(data.get("ttl")),
+        ttl: seconds(data.get("ttl"), "data.ttl")?,
         renewable: data
             .get("renewable")
             .and_then(Value::as_bool)
@@ -353,7 +353,7 @@ fn auth_lifetime(answer: &Value) -> Result<(Duration, bool), RequestError> {
         .filter(|auth| auth.is_object())
         .ok_or_else(|| RequestError::BadResponse("answer without auth".into()))?;
     Ok((
-        seconds(auth.get("lease_duration")),
+        seconds(auth.get("lease_duration"), "auth.lease_duration")?,
         auth.get("renewable")
             .and_then(Value::as_bool)
             .unwrap_or(false),
@@ -361,8 +361,15 @@ fn auth_lifetime(answer: &Value) -> Result<(Duration, bool), RequestError> {
 }
 
 /// A JSON number of seconds (Vault's TTLs); anything else counts as zero.
-pub fn seconds(value: Option<&Value>) -> Duration {
-    Duration::from_secs(value.and_then(Value::as_u64).unwrap_or(0))
+/// A TTL field of a Vault answer, in whole seconds. A missing or unusable one is an error,
+/// never "does not expire" (0 stops renewal).
+pub fn seconds(value: Option<&Value>, field: &str) -> Result<Duration, RequestError> {
+    value
+        .and_then(Value::as_u64)
+        .map(Duration::from_secs)
+        .ok_or_else(|| {
+            RequestError::BadResponse(format!("no usable {field} (whole seconds) in the answer"))
+        })
 }
 
 #[cfg(test)]

@@ -589,12 +589,15 @@ fn renew_lease(client: &Client, token: &str, id: &str) -> Outcome {
         timeout,
     );
     match answer {
-        Ok(answer) => Outcome::Renewed {
-            ttl: login::seconds(answer.get("lease_duration")),
-            renewable: answer
-                .get("renewable")
-                .and_then(serde_json::Value::as_bool)
-                .unwrap_or(false),
+        Ok(answer) => match login::seconds(answer.get("lease_duration"), "lease_duration") {
+            Ok(ttl) => Outcome::Renewed {
+                ttl,
+                renewable: answer
+                    .get("renewable")
+                    .and_then(serde_json::Value::as_bool)
+                    .unwrap_or(false),
+            },
+            Err(e) => Outcome::Failed(e),
         },
         Err(e @ RequestError::Status { code: 400, .. }) => Outcome::LeaseGone(e),
         Err(e @ RequestError::Status { code: 403, .. }) => {

@@ -67,7 +67,9 @@ pub fn fetch_all(
                     client.request(Method::Get, &path, Some(token), None, timeout)
                 })
                 .map_err(|e| format!("{variable}: cannot read {label} ({path}): {e}"))?;
-                if let Some(lease) = lease_of(&answer, &label) {
+                if let Some(lease) = lease_of(&answer, &label)
+                    .map_err(|e| format!("{variable}: reading {label} ({path}): {e}"))?
+                {
                     leases.push(lease);
                 }
                 entry.insert(secret_data(answer, version, reference.kind))
@@ -115,20 +117,24 @@ fn detect_kv_version(
     }
 }
 
-fn lease_of(answer: &Value, label: &str) -> Option<Lease> {
-    let id = answer.get("lease_id").and_then(Value::as_str)?;
-    if id.is_empty() {
-        return None;
-    }
-    Some(Lease {
+/// The lease of a secret, if it has one; a lease without a usable TTL is an error.
+fn lease_of(answer: &Value, label: &str) -> Result<Option<Lease>, RequestError> {
+    let Some(id) = answer
+        .get("lease_id")
+        .and_then(Value::as_str)
+        .filter(|id| !id.is_empty())
+    else {
+        return Ok(None);
+    };
+    Ok(Some(Lease {
         id: id.to_string(),
         label: label.to_string(),
-        ttl: seconds(answer.get("lease_duration")),
+        ttl: seconds(answer.get("lease_duration"), "lease_duration")?,
         renewable: answer
             .get("renewable")
             .and_then(Value::as_bool)
             .unwrap_or(false),
-    })
+    }))
 }
 
 /// The object holding the fields: `data`, or `data.data` for KV v2.
@@ -232,12 +238,24 @@ mod tests {
     #[test]
     fn leases_are_taken_only_when_vault_gives_an_id() {
         let kv = json!({"lease_id": "", "lease_duration": 2764800, "renewable": false});
-        assert!(lease_of(&kv, "secret:x").is_none());
+        assert!(lease_of(&kv, "secret:x").unwrap().is_none());
         let db =
             json!({"lease_id": "database/creds/r/abc", "lease_duration": 5, "renewable": true});
-        let lease = lease_of(&db, "db:r").unwrap();
+        let lease = lease_of(&db, "db:r").unwrap().unwrap();
         assert_eq!(lease.ttl, Duration::from_secs(5));
         assert!(lease.renewable);
+    }
+
+    #[test]
+    fn a_lease_without_a_usable_ttl_is_an_error_not_a_lease_that_never_expires() {
+        for answer in [
+            json!({"lease_id": "database/creds/r/abc", "renewable": true}),
+            json!({"lease_id": "database/creds/r/abc", "lease_duration": "5"}),
+            json!({"lease_id": "database/creds/r/abc", "lease_duration": -1}),
+        ] {
+            let error = lease_of(&answer, "db:r").unwrap_err().to_string();
+            assert!(error.contains("no usable lease_duration"), "{error}");
+        }
     }
 
     #[test]
