@@ -28,6 +28,7 @@ use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat, fstatat};
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, unlinkat};
 
 use crate::config::FileSpec;
+use crate::logs::Logger;
 
 /// A file of ours at a path: removed only while the path still holds this device and inode.
 #[derive(Debug, Clone)]
@@ -269,6 +270,44 @@ fn describe_io(error: &std::io::Error) -> String {
     match error.raw_os_error() {
         Some(code) => describe_errno(Errno::from_raw(code)),
         None => error.kind().to_string(),
+    }
+}
+
+/// Writes every file before the first job starts, with a record naming them (never content);
+/// `false` after logging why one could not be written (then none was).
+pub fn write_at_start(
+    files: &[FileSpec],
+    values: &BTreeMap<String, String>,
+    logger: &Logger,
+) -> bool {
+    if files.is_empty() {
+        return true;
+    }
+    match write_all(files, values) {
+        Ok(()) => {
+            let paths: Vec<String> = files.iter().map(|f| f.path.display().to_string()).collect();
+            logger.info(&format!(
+                "wrote {} file(s): {}",
+                files.len(),
+                paths.join(", ")
+            ));
+            true
+        }
+        Err(message) => {
+            logger.error(&format!("{message}; no job was started"));
+            false
+        }
+    }
+}
+
+/// Removes every file written, with a record of how many and one per failure.
+pub fn remove_at_exit(logger: &Logger) {
+    let removal = remove_all();
+    if removal.removed > 0 {
+        logger.info(&format!("removed {} file(s)", removal.removed));
+    }
+    for failure in removal.failures {
+        logger.error(&failure);
     }
 }
 

@@ -127,8 +127,10 @@ fn supervise(
         Some(session) if config.env.vault_token => Some(session.injection()),
         _ => None,
     };
+    let written = crate::files::write_at_start(&config.files, &values, logger);
     let status =
         match environment::build(&config.env, process_env, plan, &values, injection.as_ref()) {
+            Ok(_) if !written => 1,
             Ok(env) => {
                 let rebuild = rebuilder(config, process_env, plan);
                 let vault = match (inbox, &session) {
@@ -147,6 +149,7 @@ fn supervise(
                 1
             }
         };
+    crate::files::remove_at_exit(logger);
     if let Some(session) = session {
         session.stop(crate::time::from_now(REVOKE_BUDGET));
         emergency::set_revoker(None);
