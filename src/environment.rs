@@ -15,16 +15,25 @@ pub enum SecretKind {
     Secret,
     /// `aws-user`: `<aws-mount>/creds/<path>`, fields `KeyId`, `SecretKey`, `SessionToken`.
     AwsUser,
+    /// `pki`: a certificate issued at `<pki-mount>/issue/<role>`, path `ROLE/COMMON_NAME`,
+    /// fields `Certificate`, `PrivateKey`, `IssuingCA`, `CAChain`.
+    Pki,
 }
 
 impl crate::config::Named for SecretKind {
-    const ALL: &'static [Self] = &[SecretKind::Db, SecretKind::Secret, SecretKind::AwsUser];
+    const ALL: &'static [Self] = &[
+        SecretKind::Db,
+        SecretKind::Secret,
+        SecretKind::AwsUser,
+        SecretKind::Pki,
+    ];
 
     fn as_str(self) -> &'static str {
         match self {
             SecretKind::Db => "db",
             SecretKind::Secret => "secret",
             SecretKind::AwsUser => "aws-user",
+            SecretKind::Pki => "pki",
         }
     }
 }
@@ -171,6 +180,7 @@ pub fn parse_reference(value: &str) -> Result<SecretRef, String> {
     let allowed: &[&str] = match kind {
         SecretKind::Db => &["Username", "Password"],
         SecretKind::AwsUser => &["KeyId", "SecretKey", "SessionToken"],
+        SecretKind::Pki => &["Certificate", "PrivateKey", "IssuingCA", "CAChain"],
         SecretKind::Secret => &[],
     };
     if !allowed.is_empty() && !allowed.contains(&field) {
@@ -181,11 +191,24 @@ pub fn parse_reference(value: &str) -> Result<SecretRef, String> {
             field.chars().take(40).collect::<String>()
         ));
     }
+    if kind == SecretKind::Pki && pki_role_and_name(path).is_none() {
+        return Err(
+            "a pki path is ROLE/COMMON_NAME, both non-empty, e.g. pki:web/www.example.com:Certificate"
+                .into(),
+        );
+    }
     Ok(SecretRef {
         kind,
         path: path.to_string(),
         field: field.to_string(),
     })
+}
+
+/// The role and common name of a `pki` path `ROLE/COMMON_NAME` (split at the first `/`);
+/// `None` unless both are non-empty.
+pub fn pki_role_and_name(path: &str) -> Option<(&str, &str)> {
+    let (role, name) = path.split_once('/')?;
+    (!role.is_empty() && !name.is_empty()).then_some((role, name))
 }
 
 /// What `vault-token: true` adds.

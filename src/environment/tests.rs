@@ -254,3 +254,27 @@ fn file_templates_may_use_only_present_replacements() {
     );
     assert!(!problems[0].message.contains("pki:"), "no value is shown");
 }
+
+#[test]
+fn pki_references_name_a_role_and_a_common_name() {
+    let ok = parse_reference("pki:web/www.example.com:Certificate").unwrap();
+    assert_eq!(ok.kind, SecretKind::Pki);
+    assert_eq!(
+        pki_role_and_name(&ok.path),
+        Some(("web", "www.example.com"))
+    );
+    // Split at the first '/': the rest is the common name.
+    assert_eq!(pki_role_and_name("web/a/b"), Some(("web", "a/b")));
+    for field in ["PrivateKey", "IssuingCA", "CAChain"] {
+        assert!(parse_reference(&format!("pki:web/a.example.com:{field}")).is_ok());
+    }
+    let err = parse_reference("pki:web/a.example.com:Key").unwrap_err();
+    assert!(
+        err.contains("Certificate, PrivateKey, IssuingCA, CAChain"),
+        "{err}"
+    );
+    for path in ["web", "/a.example.com", "web/"] {
+        let err = parse_reference(&format!("pki:{path}:Certificate")).unwrap_err();
+        assert!(err.contains("ROLE/COMMON_NAME"), "{path}: {err}");
+    }
+}
