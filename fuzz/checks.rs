@@ -296,7 +296,7 @@ fn job_environment(settings: &EnvSettings, env: &[(String, String)]) {
 /// `type:path:field` parsing of `data` (lossily decoded, as simplevisor reads its environment):
 ///
 /// - accepted exactly when there are three `:`-separated parts, the type is known, path and
-///   field are not empty and the field is one the type has;
+///   field are not empty, the field is one the type has, and a `pki` path is `ROLE/NAME`;
 /// - an accepted reference prints back to the same text;
 /// - an error is short and never quotes the whole value;
 /// - `environment::plan` agrees, names the variable and its list entry, and with `--no-vault`
@@ -316,6 +316,7 @@ pub fn reference(data: &[u8]) {
                 environment::SecretKind::Db => "db",
                 environment::SecretKind::Secret => "secret",
                 environment::SecretKind::AwsUser => "aws-user",
+                environment::SecretKind::Pki => "pki",
             };
             assert_eq!(
                 format!("{kind}:{}:{}", reference.path, reference.field),
@@ -375,6 +376,12 @@ fn reference_is_valid(value: &str) -> bool {
     match kind {
         "db" => ["Username", "Password"].contains(&field),
         "aws-user" => ["KeyId", "SecretKey", "SessionToken"].contains(&field),
+        "pki" => {
+            ["Certificate", "PrivateKey", "IssuingCA", "CAChain"].contains(&field)
+                && path
+                    .split_once('/')
+                    .is_some_and(|(role, name)| !role.is_empty() && !name.is_empty())
+        }
         "secret" => true,
         _ => false,
     }

@@ -4,7 +4,8 @@
 //! [`startup`](crate::startup), as `run` does, so both report the same errors.
 //!
 //! A `cmd[0]` that cannot be found or run, and a `workdir` that does not exist, are only
-//! warnings: an init job may create either before a main job needs it.
+//! warnings: an init job may create either before a main job needs it. So is the missing
+//! directory of a file: the container that runs simplevisor may have it when `check` did not.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -63,6 +64,18 @@ fn start_warnings(config: &Config, process_env: &[(String, String)]) -> Vec<Stri
     // Secrets and templates cannot change which variables pass, so the job's PATH is known
     // without them.
     let mut warnings = Vec::new();
+    for (i, file) in config.files.iter().enumerate() {
+        // Files are written before the first init job: no job can create the directory.
+        if let Some(dir) = file.path.parent()
+            && !dir.is_dir()
+        {
+            warnings.push(format!(
+                "files[{i}].path: {} is not an existing directory; writing {} would fail at start",
+                dir.display(),
+                file.path.display()
+            ));
+        }
+    }
     let job_env = match environment::build(
         &config.env,
         process_env,
@@ -203,7 +216,28 @@ fn summary(config: &Config, plan: &EnvPlan, no_vault: bool) -> String {
     for (name, _) in &plan.templates {
         let _ = writeln!(out, "template: {name}");
     }
+    if !config.files.is_empty() {
+        let _ = writeln!(out, "files: {}", config.files.len());
+    }
+    for file in &config.files {
+        let _ = writeln!(out, "  {}", describe_file(file));
+    }
     out
+}
+
+/// Path, mode, owner and variable of a file; never its template (it may hold a literal secret).
+fn describe_file(file: &config::FileSpec) -> String {
+    let mut text = format!("{} | mode {:04o} | owner ", file.path.display(), file.mode);
+    match &file.owner {
+        Some(id) => {
+            let _ = write!(text, "uid {} gid {} ({})", id.uid, id.gid, id.user);
+        }
+        None => text.push_str("simplevisor's own user and group"),
+    }
+    if let Some(name) = &file.env {
+        let _ = write!(text, " | env {name}");
+    }
+    text
 }
 
 /// The login method and where its credentials come from (names and paths, never values).
@@ -275,6 +309,9 @@ fn describe_job(job: &JobSpec, config: &Config) -> String {
         }
         if let Some(max) = job.max_restarts {
             let _ = write!(text, " | max-restarts {max}");
+        }
+        if let Some(signal) = job.reload_signal {
+            let _ = write!(text, " | reload-signal {}", signals::name_of(signal as i32));
         }
         if !job.after.is_empty() {
             let names: Vec<&str> = job

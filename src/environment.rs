@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::{EnvSettings, Named, Problem};
+use crate::config::{EnvSettings, FileSpec, Named, Problem};
 
 /// A secret type of a `type:path:field` reference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -15,16 +15,25 @@ pub enum SecretKind {
     Secret,
     /// `aws-user`: `<aws-mount>/creds/<path>`, fields `KeyId`, `SecretKey`, `SessionToken`.
     AwsUser,
+    /// `pki`: a certificate issued at `<pki-mount>/issue/<role>`, path `ROLE/COMMON_NAME`,
+    /// fields `Certificate`, `PrivateKey`, `IssuingCA`, `CAChain`.
+    Pki,
 }
 
 impl crate::config::Named for SecretKind {
-    const ALL: &'static [Self] = &[SecretKind::Db, SecretKind::Secret, SecretKind::AwsUser];
+    const ALL: &'static [Self] = &[
+        SecretKind::Db,
+        SecretKind::Secret,
+        SecretKind::AwsUser,
+        SecretKind::Pki,
+    ];
 
     fn as_str(self) -> &'static str {
         match self {
             SecretKind::Db => "db",
             SecretKind::Secret => "secret",
             SecretKind::AwsUser => "aws-user",
+            SecretKind::Pki => "pki",
         }
     }
 }
@@ -79,10 +88,7 @@ pub fn plan(
             )),
         }
     }
-    let placeholders: BTreeMap<String, String> = present_replacements
-        .iter()
-        .map(|name| (name.clone(), format!("<{name}>")))
-        .collect();
+    let placeholders = placeholders(&present_replacements);
     for (i, name) in settings.vault_template.iter().enumerate() {
         let Some(source) = lookup(name) else { continue };
         match crate::template::render(source, &placeholders) {
@@ -91,11 +97,7 @@ pub fn plan(
                 format!("env.vault-template[{i}]"),
                 format!(
                     "{name}: the template does not render: {message} (templates may refer only to vault-replace variables that are set: {})",
-                    if present_replacements.is_empty() {
-                        "none are".to_string()
-                    } else {
-                        present_replacements.join(", ")
-                    }
+                    listed(&present_replacements)
                 ),
             )),
         }
@@ -105,6 +107,54 @@ pub fn plan(
         Ok(plan)
     } else {
         Err(problems)
+    }
+}
+
+/// Renders the template of every entry of `files` with placeholder values for the
+/// `vault-replace` variables set in `process_env`: a template naming one that is not set would
+/// fail when written. Problems are at `files[i].template`.
+pub fn check_file_templates(
+    files: &[FileSpec],
+    settings: &EnvSettings,
+    process_env: &[(String, String)],
+) -> Vec<Problem> {
+    let present: Vec<String> = settings
+        .vault_replace
+        .iter()
+        .filter(|name| process_env.iter().any(|(k, _)| k == *name))
+        .cloned()
+        .collect();
+    let placeholders = placeholders(&present);
+    files
+        .iter()
+        .enumerate()
+        .filter_map(|(i, file)| {
+            let message = crate::template::render(&file.template, &placeholders).err()?;
+            Some(Problem::new(
+                format!("files[{i}].template"),
+                format!(
+                    "the template of {} does not render: {message} (templates may refer only to vault-replace variables that are set: {})",
+                    file.path.display(),
+                    listed(&present)
+                ),
+            ))
+        })
+        .collect()
+}
+
+/// `<NAME>` for each name: what templates are tried with before any secret is known.
+fn placeholders(names: &[String]) -> BTreeMap<String, String> {
+    names
+        .iter()
+        .map(|name| (name.clone(), format!("<{name}>")))
+        .collect()
+}
+
+fn listed(names: &[String]) -> String {
+    if names.is_empty() {
+        "none are".to_string()
+    } else {
+        names.join(", ")
     }
 }
 
@@ -130,6 +180,7 @@ pub fn parse_reference(value: &str) -> Result<SecretRef, String> {
     let allowed: &[&str] = match kind {
         SecretKind::Db => &["Username", "Password"],
         SecretKind::AwsUser => &["KeyId", "SecretKey", "SessionToken"],
+        SecretKind::Pki => &["Certificate", "PrivateKey", "IssuingCA", "CAChain"],
         SecretKind::Secret => &[],
     };
     if !allowed.is_empty() && !allowed.contains(&field) {
@@ -140,11 +191,24 @@ pub fn parse_reference(value: &str) -> Result<SecretRef, String> {
             field.chars().take(40).collect::<String>()
         ));
     }
+    if kind == SecretKind::Pki && pki_role_and_name(path).is_none() {
+        return Err(
+            "a pki path is ROLE/COMMON_NAME, both non-empty, e.g. pki:web/www.example.com:Certificate"
+                .into(),
+        );
+    }
     Ok(SecretRef {
         kind,
         path: path.to_string(),
         field: field.to_string(),
     })
+}
+
+/// The role and common name of a `pki` path `ROLE/COMMON_NAME` (split at the first `/`);
+/// `None` unless both are non-empty.
+pub fn pki_role_and_name(path: &str) -> Option<(&str, &str)> {
+    let (role, name) = path.split_once('/')?;
+    (!role.is_empty() && !name.is_empty()).then_some((role, name))
 }
 
 /// What `vault-token: true` adds.
@@ -156,7 +220,8 @@ pub struct VaultInjection {
 
 /// Builds the job environment: `resolved` maps each `vault-replace` variable to its value
 /// (from Vault, or the literal with `--no-vault`), templates are rendered against it, then
-/// `pass`/`pass-all` filtering and the optional Vault injection apply. Errors name the variable,
+/// `pass`/`pass-all` filtering, the `env` of each file (replacing a passed variable of that
+/// name) and the optional Vault injection apply. Errors name the variable,
 /// never a value.
 pub fn build(
     settings: &EnvSettings,
@@ -182,6 +247,10 @@ pub fn build(
         if passes {
             env.push((name.clone(), value));
         }
+    }
+    for (name, path) in &settings.files {
+        env.retain(|(k, _)| k != name);
+        env.push((name.clone(), path.clone()));
     }
     if let Some(vault) = injection {
         env.retain(|(k, _)| k != "VAULT_TOKEN" && k != "VAULT_ADDR");

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod environment;
+pub mod files;
 pub mod identity;
 pub mod logs;
 pub mod mailbox;

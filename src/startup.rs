@@ -28,14 +28,23 @@ pub fn load_config(options: &Options) -> Result<Config, String> {
     config::load(&path, &users).map_err(|e| format!("simplevisor: {e}"))
 }
 
-/// The environment plan (references parsed, templates tried); the error is the complete
-/// message.
+/// The environment plan (references parsed, templates of variables and files tried); the
+/// error is the complete message.
 pub fn plan_environment(
     config: &Config,
     process_env: &[(String, String)],
     no_vault: bool,
 ) -> Result<EnvPlan, String> {
-    environment::plan(&config.env, process_env, no_vault).map_err(|problems| {
+    let files = environment::check_file_templates(&config.files, &config.env, process_env);
+    let planned = match environment::plan(&config.env, process_env, no_vault) {
+        Ok(plan) if files.is_empty() => Ok(plan),
+        Ok(_) => Err(files),
+        Err(mut problems) => {
+            problems.extend(files);
+            Err(problems)
+        }
+    };
+    planned.map_err(|problems| {
         let mut message = format!(
             "simplevisor: {}: {} problem(s) found in the environment:",
             config.source.display(),

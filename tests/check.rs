@@ -144,3 +144,68 @@ fn run_reports_every_unusable_vault_setting_as_check_does() {
         }
     }
 }
+
+#[test]
+fn files_are_listed_without_their_content_and_a_missing_directory_is_a_warning() {
+    let dir = TempDir::new("check");
+    let config = dir.write(
+        "c.json",
+        &format!(
+            r#"{{"env": {{"vault-replace": ["DB_PASSWORD"]}},
+                "files": [
+                  {{"path": "{}/db-password", "template": "{{{{ .DB_PASSWORD }}}}", "env": "DB_PASSWORD_FILE"}},
+                  {{"path": "/nonexistent-dir-xyz/tls.pem", "template": "literal-secret-text", "mode": "0440", "owner": "0:0"}}
+                ],
+                "jobs": {{"main": [{{"cmd": ["sh"], "reload-signal": "HUP"}}]}}}}"#,
+            dir.path().display()
+        ),
+    );
+    let out = Command::new(BIN)
+        .args(["check", "--no-vault", "--config", config.to_str().unwrap()])
+        .env_remove("SIMPLEVISOR_CONFIG")
+        .env("PATH", "/usr/bin:/bin")
+        .env("DB_PASSWORD", "devpass-value")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "a warning only: {stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "files: 2\n  {}/db-password | mode 0400 | owner simplevisor's own user and group | env DB_PASSWORD_FILE\n  /nonexistent-dir-xyz/tls.pem | mode 0440 | owner uid 0 gid 0 (root)\n",
+            dir.path().display()
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.contains("| reload-signal HUP"), "{stdout}");
+    assert!(
+        stderr.contains(
+            "warning: files[1].path: /nonexistent-dir-xyz is not an existing directory; writing /nonexistent-dir-xyz/tls.pem would fail at start"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    for said in [&stdout, &stderr] {
+        assert!(
+            !said.contains("literal-secret-text") && !said.contains("devpass-value"),
+            "content shown: {said}"
+        );
+    }
+}
+
+#[test]
+fn a_file_template_naming_an_unset_variable_is_a_configuration_error() {
+    let dir = TempDir::new("check");
+    let config = dir.write(
+        "c.json",
+        r#"{"env": {"vault-replace": ["CERT"]},
+            "files": [{"path": "/tmp/x.pem", "template": "{{ .CERT }}"}],
+            "jobs": {"main": [{"cmd": ["sh"]}]}}"#,
+    );
+    let out = check(config.to_str().unwrap(), "/usr/bin:/bin");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("files[0].template: the template of /tmp/x.pem does not render"),
+        "{err}"
+    );
+}

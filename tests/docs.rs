@@ -193,15 +193,24 @@ fn run_as_names_exist(config: &Value, what: &str) -> bool {
 }
 
 /// `simplevisor check --no-vault` on `text` in a clean environment: `None` if accepted, else
-/// what it said.
+/// what it said. Each `vault-replace` variable is set (to a placeholder), as where the
+/// configuration runs: a file's template must be able to use it.
 fn check_rejects(text: &str) -> Option<String> {
     let dir = TempDir::new("docs");
     let config = dir.write("simplevisor.json", text);
+    let replaced: Vec<String> = serde_json::from_str::<Value>(text)
+        .ok()
+        .and_then(|config| config["env"]["vault-replace"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|name| name.as_str().map(String::from))
+        .collect();
     let out = Command::new(BIN)
         .args(["check", "--no-vault", "--config"])
         .arg(&config)
         .env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .envs(replaced.iter().map(|name| (name, "placeholder")))
         .output()
         .unwrap();
     if out.status.code() == Some(0) {

@@ -15,7 +15,9 @@ pub const TOP_KEYS: &[&str] = &[
     "vault",
     "shutdown-delay",
     "control-socket",
+    "files",
 ];
+pub const FILE_KEYS: &[&str] = &["path", "template", "mode", "owner", "env"];
 pub const ENV_KEYS: &[&str] = &[
     "pass",
     "pass-all",
@@ -37,6 +39,7 @@ pub const JOB_KEYS: &[&str] = &[
     "ready",
     "after",
     "max-restarts",
+    "reload-signal",
 ];
 pub const READY_KEYS: &[&str] = &["tcp", "http", "exec", "interval", "timeout"];
 pub const BACKOFF_KEYS: &[&str] = &["initial", "max", "multiplier", "reset-after"];
@@ -44,6 +47,7 @@ pub const VAULT_KEYS: &[&str] = &[
     "kv-mount",
     "db-mount",
     "aws-mount",
+    "pki-mount",
     "approle-mount",
     "on-lease-expiry",
     "revoke-on-exit",
@@ -119,7 +123,20 @@ fn schema_value() -> Value {
                 }
             },
             "after": strings("main jobs only: names of main jobs that must be running before this one starts"),
-            "max-restarts": {"type": "integer", "minimum": 0, "description": "main jobs only: quick restarts in a row before the job fails and everything stops (exit 1)"}
+            "max-restarts": {"type": "integer", "minimum": 0, "description": "main jobs only: quick restarts in a row before the job fails and everything stops (exit 1)"},
+            "reload-signal": {"type": "string", "description": "main jobs only: the signal the job gets when the secrets are rotated, instead of a restart, e.g. \"HUP\""}
+        }
+    });
+    let file = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["path", "template"],
+        "properties": {
+            "path": {"type": "string", "pattern": "^/", "description": "absolute path of the file; its directory must exist"},
+            "template": {"type": "string", "description": "Go template of the content, over the resolved vault-replace variables"},
+            "mode": {"type": "string", "pattern": "^0[0-7]{3}$", "description": "the file's mode, exactly (the umask does not apply); default \"0400\""},
+            "owner": {"type": "string", "pattern": "^[^:]+(:[^:]+)?$", "description": "\"user\", \"user:group\" or numeric ids; default: simplevisor's own"},
+            "env": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$", "description": "a variable the jobs get, set to the file's path"}
         }
     });
     json!({
@@ -152,6 +169,7 @@ fn schema_value() -> Value {
             "stop-timeout": duration("default grace after kill-signal before SIGKILL; default 5s"),
             "shutdown-delay": duration("how long jobs keep running after the first SIGTERM/SIGINT (health fails meanwhile); default 0s"),
             "control-socket": {"type": "string", "description": "Unix socket for status and control commands; default /run/simplevisor.sock, \"\" turns it off"},
+            "files": {"type": "array", "items": file, "description": "files rendered from templates before the first init job and removed on exit"},
             "restart-backoff": {
                 "type": "object",
                 "additionalProperties": false,
@@ -169,6 +187,7 @@ fn schema_value() -> Value {
                     "kv-mount": {"type": "string", "description": "default kv"},
                     "db-mount": {"type": "string", "description": "default database"},
                     "aws-mount": {"type": "string", "description": "default aws"},
+                    "pki-mount": {"type": "string", "description": "default pki"},
                     "approle-mount": {"type": "string", "description": "default approle"},
                     "on-lease-expiry": {"enum": ExpiryPolicy::names(), "description": "default exit"},
                     "revoke-on-exit": {"type": "boolean", "description": "default true"},
@@ -260,6 +279,7 @@ mod tests {
             sorted(JOB_KEYS)
         );
         assert_eq!(keys(&p["restart-backoff"]), sorted(BACKOFF_KEYS));
+        assert_eq!(keys(&p["files"]["items"]), sorted(FILE_KEYS));
         assert_eq!(keys(&p["vault"]), sorted(VAULT_KEYS));
         assert_eq!(
             keys(&p["jobs"]["properties"]["main"]["items"]["properties"]["ready"]),

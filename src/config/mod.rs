@@ -37,7 +37,27 @@ pub struct Config {
     pub control_socket: Option<PathBuf>,
     /// How long the jobs keep running after the first shutdown signal.
     pub shutdown_delay: Duration,
+    /// `files`: rendered and written before the first init job, removed on exit.
+    pub files: Vec<FileSpec>,
 }
+
+/// One entry of `files` (docs/files.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileSpec {
+    /// Absolute, without `..`, naming a file (not a directory).
+    pub path: PathBuf,
+    /// A Go template over the resolved `vault-replace` variables.
+    pub template: String,
+    /// The permission bits the file gets, exactly: `0o000..=0o777`.
+    pub mode: u32,
+    /// `None`: simplevisor's own user and group.
+    pub owner: Option<Identity>,
+    /// The variable the jobs get, set to `path`.
+    pub env: Option<String>,
+}
+
+/// The mode of a file without `mode`: readable by its owner only.
+pub const DEFAULT_FILE_MODE: u32 = 0o400;
 
 /// The `process` of simplevisor's own records, so no job may be called so.
 pub const RESERVED_JOB_NAME: &str = "internal";
@@ -68,6 +88,8 @@ pub struct EnvSettings {
     pub vault_token: bool,
     pub vault_replace: Vec<String>,
     pub vault_template: Vec<String>,
+    /// The `env` of each entry of `files` with its path: set for the jobs after `pass`.
+    pub files: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,6 +191,8 @@ pub struct JobSpec {
     pub after: Vec<usize>,
     /// Main jobs only: quick restarts in a row before the job counts as failed.
     pub max_restarts: Option<u32>,
+    /// Main jobs only: what the job gets when the secrets are rotated, instead of a restart.
+    pub reload_signal: Option<Signal>,
 }
 
 /// A readiness check of a main job.
@@ -238,6 +262,7 @@ pub struct VaultSettings {
     pub kv_mount: String,
     pub db_mount: String,
     pub aws_mount: String,
+    pub pki_mount: String,
     pub approle_mount: String,
     pub on_lease_expiry: ExpiryPolicy,
     pub revoke_on_exit: bool,
@@ -294,6 +319,7 @@ impl Default for VaultSettings {
             kv_mount: "kv".into(),
             db_mount: "database".into(),
             aws_mount: "aws".into(),
+            pki_mount: "pki".into(),
             approle_mount: "approle".into(),
             on_lease_expiry: ExpiryPolicy::Exit,
             revoke_on_exit: true,

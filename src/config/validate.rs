@@ -12,12 +12,13 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::file::{
-    AUTH_KEYS, AUTH_METHODS, BACKOFF_KEYS, ENV_KEYS, JOB_KEYS, JOBS_KEYS, KUBERNETES_JWT_FILE,
-    READY_KEYS, TOP_KEYS, VAULT_KEYS, auth_keys,
+    AUTH_KEYS, AUTH_METHODS, BACKOFF_KEYS, ENV_KEYS, FILE_KEYS, JOB_KEYS, JOBS_KEYS,
+    KUBERNETES_JWT_FILE, READY_KEYS, TOP_KEYS, VAULT_KEYS, auth_keys,
 };
 use super::{
-    AuthSettings, BackoffSettings, Config, ConfigError, EnvSettings, JobKind, JobSpec, LogFormat,
-    Named, Probe, Problem, ReadyCheck, RestartPolicy, VaultSettings, duration, order, quoted,
+    AuthSettings, BackoffSettings, Config, ConfigError, DEFAULT_FILE_MODE, EnvSettings, FileSpec,
+    JobKind, JobSpec, LogFormat, Named, Probe, Problem, ReadyCheck, RestartPolicy, VaultSettings,
+    duration, order, quoted,
 };
 use crate::identity::UserDb;
 use crate::signals;
@@ -290,6 +291,18 @@ impl Validator<'_> {
         self.unique_names(&init, &main);
         let shutdown_delay = self.duration(map, "", "shutdown-delay", Duration::ZERO);
         let control_socket = self.control_socket(map);
+        let files = match map.get("files") {
+            Some(value) => self.files(value, &env),
+            None => Vec::new(),
+        };
+        let mut env = env;
+        env.files = files
+            .iter()
+            .filter_map(|file| {
+                let name = file.env.clone()?;
+                Some((name, file.path.to_string_lossy().into_owned()))
+            })
+            .collect();
         Config {
             source: PathBuf::from(file),
             env,
@@ -299,7 +312,156 @@ impl Validator<'_> {
             vault,
             control_socket,
             shutdown_delay,
+            files,
         }
+    }
+
+    /// `files`: every entry checked, and paths and `env` names unique across entries.
+    fn files(&mut self, value: &Value, env: &EnvSettings) -> Vec<FileSpec> {
+        let Some(items) = value.as_array() else {
+            self.problem(
+                "files",
+                format!("must be an array of files, not {}", kind_of(value)),
+            );
+            return Vec::new();
+        };
+        let mut files: Vec<FileSpec> = Vec::new();
+        let mut paths: BTreeMap<PathBuf, usize> = BTreeMap::new();
+        let mut names: BTreeMap<String, usize> = BTreeMap::new();
+        for (i, item) in items.iter().enumerate() {
+            let path = format!("files[{i}]");
+            // Checked on the raw values, so that a duplicate is reported even next to another
+            // mistake in the same entry.
+            let text = |key: &str| item.get(key).and_then(Value::as_str);
+            if let Some(file_path) = text("path") {
+                match paths.get(Path::new(file_path)) {
+                    Some(first) => self.problem(
+                        &join(&path, "path"),
+                        format!(
+                            "{} is also the path of files[{first}]; each file is written once",
+                            quoted(file_path)
+                        ),
+                    ),
+                    None => {
+                        paths.insert(PathBuf::from(file_path), i);
+                    }
+                }
+            }
+            if let Some(name) = text("env") {
+                match names.get(name) {
+                    Some(first) => self.problem(
+                        &join(&path, "env"),
+                        format!(
+                            "{} is also the env of files[{first}]; a variable holds one path",
+                            quoted(name)
+                        ),
+                    ),
+                    None => {
+                        names.insert(name.to_string(), i);
+                    }
+                }
+            }
+            let Some(file) = self.file(item, &path, env) else {
+                continue;
+            };
+            files.push(file);
+        }
+        files
+    }
+
+    /// One entry of `files`. The template is rendered once with a placeholder for every
+    /// `vault-replace` variable, so that a parse error or a name that can never be resolved is
+    /// found now (which of them are set is known only with the environment).
+    fn file(&mut self, value: &Value, path: &str, env: &EnvSettings) -> Option<FileSpec> {
+        let map = self.object(value, path, FILE_KEYS)?;
+        for key in ["path", "template"] {
+            if !map.contains_key(key) {
+                self.problem(&join(path, key), "is required");
+            }
+        }
+        let file_path =
+            self.string(map, path, "path")
+                .and_then(|text| match file_path_problem(&text) {
+                    Some(message) => {
+                        self.problem(&join(path, "path"), message);
+                        None
+                    }
+                    None => Some(PathBuf::from(text)),
+                });
+        let template = self.string(map, path, "template").and_then(|source| {
+            let placeholders: BTreeMap<String, String> = env
+                .vault_replace
+                .iter()
+                .map(|name| (name.clone(), format!("<{name}>")))
+                .collect();
+            match crate::template::render(&source, &placeholders) {
+                Ok(_) => Some(source),
+                Err(message) => {
+                    self.problem(
+                        &join(path, "template"),
+                        format!(
+                            "the template does not render: {message} (templates may refer only to vault-replace variables: {})",
+                            if env.vault_replace.is_empty() {
+                                "there are none".to_string()
+                            } else {
+                                env.vault_replace.join(", ")
+                            }
+                        ),
+                    );
+                    None
+                }
+            }
+        });
+        let mode = match self.string(map, path, "mode") {
+            None => Some(DEFAULT_FILE_MODE),
+            Some(text) => {
+                let mode = parse_mode(&text);
+                if mode.is_none() {
+                    self.problem(
+                        &join(path, "mode"),
+                        format!(
+                            "{} is not a mode of four octal digits from \"0000\" to \"0777\" (setuid, setgid and sticky bits are refused), e.g. \"0440\"",
+                            quoted(&text)
+                        ),
+                    );
+                }
+                mode
+            }
+        };
+        let owner = match self.string(map, path, "owner") {
+            None => Some(None),
+            Some(text) if text.contains('\0') => {
+                self.problem(&join(path, "owner"), "must not contain a NUL byte");
+                None
+            }
+            Some(text) => match self.users.resolve(&text) {
+                Ok(identity) => Some(Some(identity)),
+                Err(message) => {
+                    self.problem(&join(path, "owner"), message);
+                    None
+                }
+            },
+        };
+        let env_name = match self.string(map, path, "env") {
+            Some(name) if !is_variable_name(&name) => {
+                self.problem(
+                    &join(path, "env"),
+                    format!(
+                        "{} is not a variable name: letters, digits and _, not starting with a digit",
+                        quoted(&name)
+                    ),
+                );
+                None
+            }
+            other => Some(other),
+        };
+        Some(FileSpec {
+            path: file_path?,
+            template: template?,
+            mode: mode?,
+            owner: owner?,
+            env: env_name?,
+        })
     }
 
     /// `control-socket`: a path (default [`DEFAULT_CONTROL_SOCKET`]), `""` for none.
@@ -338,6 +500,7 @@ impl Validator<'_> {
             vault_token: self.bool(map, "env", "vault-token").unwrap_or(false),
             vault_replace: self.strings(map, "env", "vault-replace"),
             vault_template: self.strings(map, "env", "vault-template"),
+            files: Vec::new(),
         };
         for (i, name) in settings.vault_template.iter().enumerate() {
             if settings.vault_replace.contains(name) {
@@ -425,6 +588,7 @@ impl Validator<'_> {
         let kv_mount = mount(self, "kv-mount", &defaults.kv_mount);
         let db_mount = mount(self, "db-mount", &defaults.db_mount);
         let aws_mount = mount(self, "aws-mount", &defaults.aws_mount);
+        let pki_mount = mount(self, "pki-mount", &defaults.pki_mount);
         let approle_mount = mount(self, "approle-mount", &defaults.approle_mount);
         let request_timeout = self.duration(map, path, "request-timeout", defaults.request_timeout);
         let auth = map
@@ -440,6 +604,7 @@ impl Validator<'_> {
             kv_mount,
             db_mount,
             aws_mount,
+            pki_mount,
             approle_mount,
             on_lease_expiry: self.choice(map, path, "on-lease-expiry", defaults.on_lease_expiry),
             revoke_on_exit: self
@@ -814,6 +979,37 @@ impl Validator<'_> {
                 }
             },
         };
+        let mut reload_signal = match self.string(map, path, "reload-signal") {
+            None => None,
+            Some(text) => match signals::parse_name(&text) {
+                Some(
+                    signal
+                    @ (nix::sys::signal::Signal::SIGSTOP | nix::sys::signal::Signal::SIGKILL),
+                ) => {
+                    self.problem(
+                        &join(path, "reload-signal"),
+                        format!(
+                            "{} would {} the job rather than tell it to reload; use a signal the job handles, e.g. HUP or USR1",
+                            signals::name_of(signal as i32),
+                            if signal == nix::sys::signal::Signal::SIGSTOP { "pause" } else { "kill" }
+                        ),
+                    );
+                    None
+                }
+                Some(signal) => Some(signal),
+                None => {
+                    self.problem(
+                        &join(path, "reload-signal"),
+                        format!(
+                            "unknown signal {}; valid names: {}",
+                            quoted(&text),
+                            signals::valid_names().join(", ")
+                        ),
+                    );
+                    None
+                }
+            },
+        };
         let run_as = match self.string(map, path, "run-as") {
             None => None,
             Some(text) if text.contains('\0') => {
@@ -868,7 +1064,15 @@ impl Validator<'_> {
             ready = None;
             after.clear();
             max_restarts = None;
-            for key in ["restart", "essential", "ready", "after", "max-restarts"] {
+            reload_signal = None;
+            for key in [
+                "restart",
+                "essential",
+                "ready",
+                "after",
+                "max-restarts",
+                "reload-signal",
+            ] {
                 if map.contains_key(key) {
                     self.problem(
                         &join(path, key),
@@ -896,6 +1100,7 @@ impl Validator<'_> {
             ready,
             after: Vec::new(),
             max_restarts,
+            reload_signal,
         };
         Some((spec, after))
     }
@@ -949,6 +1154,52 @@ pub fn http_target(url: &str) -> Option<(std::net::SocketAddr, &str)> {
         return None;
     }
     Some((addr, path))
+}
+
+/// Why `text` cannot be the `path` of a file, if it cannot.
+fn file_path_problem(text: &str) -> Option<String> {
+    let path = Path::new(text);
+    if text.contains('\0') {
+        Some("must not contain a NUL byte".into())
+    } else if !path.is_absolute() {
+        Some(format!(
+            "{} is relative; give an absolute path (simplevisor's working directory is no place to count on)",
+            quoted(text)
+        ))
+    } else if path
+        .components()
+        .any(|c| c == std::path::Component::ParentDir)
+    {
+        Some(format!(
+            "{} contains \"..\"; give the path without it",
+            quoted(text)
+        ))
+    } else if text.ends_with('/') || path.file_name().is_none() {
+        Some(format!(
+            "{} names a directory; give the path of the file to write",
+            quoted(text)
+        ))
+    } else {
+        None
+    }
+}
+
+/// `"0000"` … `"0777"`: four octal digits, the first 0 (no setuid, setgid or sticky bit).
+fn parse_mode(text: &str) -> Option<u32> {
+    let digits = text.strip_prefix('0')?;
+    if digits.len() != 3 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return None;
+    }
+    u32::from_str_radix(digits, 8).ok()
+}
+
+/// `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn is_variable_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// The JSON path of `key` in the object at `path`; a key too long to quote is cut there too.

@@ -20,6 +20,7 @@ fn settings(pass: &[&str], replace: &[&str], template: &[&str]) -> EnvSettings {
         vault_token: false,
         vault_replace: names(replace),
         vault_template: names(template),
+        files: Vec::new(),
     }
 }
 
@@ -204,4 +205,76 @@ fn run_as_sets_home_user_logname() {
             ("LOGNAME", "app")
         ])
     );
+}
+
+#[test]
+fn file_variables_come_after_pass_and_replace_a_passed_one() {
+    let mut s = settings(&["PATH", "TLS_CERT_FILE"], &[], &[]);
+    s.pass_all = true;
+    s.files = vec![
+        ("TLS_CERT_FILE".into(), "/run/tls/cert.pem".into()),
+        ("DB_PASSWORD_FILE".into(), "/run/secrets/db".into()),
+    ];
+    let e = env(&[("PATH", "/bin"), ("TLS_CERT_FILE", "/old/cert.pem")]);
+    let p = plan(&s, &e, false).unwrap();
+    let built = build(&s, &e, &p, &BTreeMap::new(), None).unwrap();
+    assert_eq!(
+        built,
+        env(&[
+            ("PATH", "/bin"),
+            ("TLS_CERT_FILE", "/run/tls/cert.pem"),
+            ("DB_PASSWORD_FILE", "/run/secrets/db"),
+        ])
+    );
+}
+
+#[test]
+fn file_templates_may_use_only_present_replacements() {
+    let s = settings(&[], &["CERT", "ABSENT"], &[]);
+    let e = env(&[("CERT", "pki:web/a.example.com:Certificate")]);
+    let file = |template: &str| crate::config::FileSpec {
+        path: "/run/x.pem".into(),
+        template: template.into(),
+        mode: 0o400,
+        owner: None,
+        env: None,
+    };
+    let files = [
+        file("{{ .CERT }}"),
+        file("{{ .ABSENT }}"),
+        file("{{ .CERT }}"),
+    ];
+    let problems = check_file_templates(&files, &s, &e);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].path, "files[1].template");
+    assert!(
+        problems[0].message.contains("ABSENT") && problems[0].message.contains("set: CERT"),
+        "{}",
+        problems[0].message
+    );
+    assert!(!problems[0].message.contains("pki:"), "no value is shown");
+}
+
+#[test]
+fn pki_references_name_a_role_and_a_common_name() {
+    let ok = parse_reference("pki:web/www.example.com:Certificate").unwrap();
+    assert_eq!(ok.kind, SecretKind::Pki);
+    assert_eq!(
+        pki_role_and_name(&ok.path),
+        Some(("web", "www.example.com"))
+    );
+    // Split at the first '/': the rest is the common name.
+    assert_eq!(pki_role_and_name("web/a/b"), Some(("web", "a/b")));
+    for field in ["PrivateKey", "IssuingCA", "CAChain"] {
+        assert!(parse_reference(&format!("pki:web/a.example.com:{field}")).is_ok());
+    }
+    let err = parse_reference("pki:web/a.example.com:Key").unwrap_err();
+    assert!(
+        err.contains("Certificate, PrivateKey, IssuingCA, CAChain"),
+        "{err}"
+    );
+    for path in ["web", "/a.example.com", "web/"] {
+        let err = parse_reference(&format!("pki:{path}:Certificate")).unwrap_err();
+        assert!(err.contains("ROLE/COMMON_NAME"), "{path}: {err}");
+    }
 }

@@ -1,8 +1,8 @@
 //! The last resort: what happens when simplevisor itself fails (a panic in any thread). No
 //! job may outlive it and no lease may be left for its whole TTL, so the panic hook, in order:
 //! writes an internal record straight to stdout (the writer thread may be the one that
-//! failed), kills every job's process group, revokes the Vault leases with a bounded budget,
-//! and only then lets the process end.
+//! failed), kills every job's process group, removes the files written from `files`, revokes
+//! the Vault leases with a bounded budget, and only then lets the process end.
 
 use std::io::Write as _;
 use std::sync::Mutex;
@@ -27,6 +27,9 @@ pub fn install() {
         let _ = writeln!(std::io::stderr(), "simplevisor: {message}");
         direct::write(1, &message);
         reaper::kill_tracked_groups();
+        for failure in crate::files::remove_all_in_panic().map_or_else(Vec::new, |r| r.failures) {
+            direct::write(1, &failure);
+        }
         // try_lock: the panicking thread may hold it; then there is nothing to do safely.
         if let Ok(revoker) = REVOKER.try_lock()
             && let Some(revoke) = revoker.as_ref()

@@ -91,6 +91,9 @@ pub fn settings_needing_restart(running: &Config, new: &Config) -> Vec<&'static 
     if running.vault != new.vault {
         keys.push("vault");
     }
+    if running.files != new.files {
+        keys.push("files");
+    }
     if running.control_socket != new.control_socket {
         keys.push("control-socket");
     }

@@ -126,6 +126,9 @@ fn supervise(
         }
     } else {
         let values = literal_values(&config, process_env);
+        if !crate::files::write_at_start(&config.files, &values, logger) {
+            return 1;
+        }
         match build_env(&values, None) {
             Ok(env) => Startup::Ready(env),
             Err(message) => {
@@ -147,9 +150,11 @@ fn supervise(
         Ok(event_loop) => event_loop.run(),
         Err(message) => {
             logger.error(&message);
+            crate::files::remove_at_exit(logger);
             return 1;
         }
     };
+    crate::files::remove_at_exit(logger);
     if let Some(session) = finished.session {
         session.stop(crate::time::from_now(REVOKE_BUDGET));
         emergency::set_revoker(None);

@@ -110,10 +110,11 @@ pub fn revoke_all(client: &Client, ledger: &Ledger, deadline: Instant, log: &dyn
     let now = Instant::now();
     let token = ledger.current_token();
     let mut revoked = 0;
+    // A certificate's lifetime is kept as a lease without an id: nothing to revoke.
     for lease in ledger
         .leases
         .iter()
-        .filter(|l| lease_alive(l.retired_until, now))
+        .filter(|l| !l.id.is_empty() && lease_alive(l.retired_until, now))
     {
         let timeout = time_left(deadline).min(client.request_timeout());
         if timeout < Duration::from_millis(10) {

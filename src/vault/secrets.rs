@@ -1,22 +1,25 @@
-//! Fetching the secrets of an [`EnvPlan`]: the three types (`db`, `secret` KV v1/v2,
-//! `aws-user`), their fields, each `(type, path)` asked once, and the leases that come back.
-//! Errors name the variable, the reference and the path, never a value.
+//! Fetching the secrets of an [`EnvPlan`]: the four types (`db`, `secret` KV v1/v2,
+//! `aws-user`, `pki`), their fields, each `(type, path)` asked once, and the leases that come
+//! back. A certificate's lifetime counts as a lease that cannot be renewed (nor revoked), so
+//! that the expiry rule covers it. Errors name the variable, the reference and the path, never
+//! a value.
 
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::Log;
 use super::client::{Client, Method, RequestError, retrying};
 use super::login::seconds;
 use crate::config::{Named, VaultSettings};
-use crate::environment::{EnvPlan, SecretKind, SecretRef};
+use crate::environment::{EnvPlan, SecretKind, SecretRef, pki_role_and_name};
 
 /// A lease Vault gave us with a secret.
 #[derive(Debug, Clone)]
 pub struct Lease {
+    /// Empty for a certificate: it only expires, there is nothing to renew or revoke.
     pub id: String,
     /// `type:path`, for messages (lease ids are not shown).
     pub label: String,
@@ -62,17 +65,27 @@ pub fn fetch_all(
                     (_, version) => version.unwrap_or(1),
                 };
                 let path = api_path(settings, reference, version);
-                let what = format!("reading {label} for {variable}");
-                let answer = retrying(deadline, &what, log, |timeout| {
-                    client.request(Method::Get, &path, Some(token), None, timeout)
-                })
-                .map_err(|e| format!("{variable}: cannot read {label} ({path}): {e}"))?;
-                if let Some(lease) = lease_of(&answer, &label)
-                    .map_err(|e| format!("{variable}: reading {label} ({path}): {e}"))?
-                {
-                    leases.push(lease);
+                if reference.kind == SecretKind::Pki {
+                    let answer = issue(client, token, &path, reference, deadline, log)
+                        .map_err(|e| format!("{variable}: cannot issue {label} ({path}): {e}"))?;
+                    leases.push(
+                        certificate_lease(&answer, &label, SystemTime::now())
+                            .map_err(|e| format!("{variable}: {label}: {e}"))?,
+                    );
+                    entry.insert(certificate_data(answer))
+                } else {
+                    let what = format!("reading {label} for {variable}");
+                    let answer = retrying(deadline, &what, log, |timeout| {
+                        client.request(Method::Get, &path, Some(token), None, timeout)
+                    })
+                    .map_err(|e| format!("{variable}: cannot read {label} ({path}): {e}"))?;
+                    if let Some(lease) = lease_of(&answer, &label)
+                        .map_err(|e| format!("{variable}: reading {label} ({path}): {e}"))?
+                    {
+                        leases.push(lease);
+                    }
+                    entry.insert(secret_data(answer, version, reference.kind))
                 }
-                entry.insert(secret_data(answer, version, reference.kind))
             }
         };
         let value = field(data, reference).map_err(|problem| format!("{variable}: {problem}"))?;
@@ -89,7 +102,75 @@ fn api_path(settings: &VaultSettings, reference: &SecretRef, kv_version: u8) -> 
         SecretKind::AwsUser => format!("{}/creds/{path}", settings.aws_mount),
         SecretKind::Secret if kv_version == 2 => format!("{}/data/{path}", settings.kv_mount),
         SecretKind::Secret => format!("{}/{path}", settings.kv_mount),
+        SecretKind::Pki => {
+            let role = pki_role_and_name(path).map_or(path, |(role, _)| role);
+            format!("{}/issue/{role}", settings.pki_mount)
+        }
     }
+}
+
+/// `POST <pki-mount>/issue/<role>` with the common name: one certificate and its key.
+fn issue(
+    client: &Client,
+    token: &str,
+    path: &str,
+    reference: &SecretRef,
+    deadline: Instant,
+    log: &dyn Log,
+) -> Result<Value, RequestError> {
+    let name = pki_role_and_name(&reference.path).map_or("", |(_, name)| name);
+    let body = json!({ "common_name": name });
+    let what = format!("issuing a certificate for {name}");
+    retrying(deadline, &what, log, |timeout| {
+        client.request(Method::Post, path, Some(token), Some(&body), timeout)
+    })
+}
+
+/// A certificate's lifetime as a lease: `expiration` (Unix seconds) − `now`, not renewable,
+/// with no id (certificates are not revoked; they expire). An answer without a usable
+/// expiration is an error: a certificate that seemed never to expire would never be replaced.
+fn certificate_lease(answer: &Value, label: &str, now: SystemTime) -> Result<Lease, String> {
+    let expiration = answer
+        .pointer("/data/expiration")
+        .and_then(Value::as_u64)
+        .ok_or("Vault's answer has no expiration (Unix seconds) for the certificate, so its lifetime is unknown")?;
+    let expires = SystemTime::UNIX_EPOCH + Duration::from_secs(expiration);
+    let ttl = expires
+        .duration_since(now)
+        .ok()
+        .filter(|ttl| !ttl.is_zero())
+        .ok_or(
+            "the certificate Vault issued has already expired (check the role's ttl and both clocks)",
+        )?;
+    Ok(Lease {
+        id: String::new(),
+        label: label.to_string(),
+        ttl,
+        renewable: false,
+    })
+}
+
+/// The fields of an issued certificate; `ca_chain` becomes its PEM blocks joined by `\n`, or
+/// the issuing CA when Vault sends no chain.
+fn certificate_data(mut answer: Value) -> Value {
+    let mut data = answer
+        .get_mut("data")
+        .map(Value::take)
+        .unwrap_or(Value::Null);
+    let chain: Vec<&str> = data
+        .get("ca_chain")
+        .and_then(Value::as_array)
+        .map(|blocks| blocks.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let chain = if chain.is_empty() {
+        data.get("issuing_ca").cloned().unwrap_or(Value::Null)
+    } else {
+        Value::String(chain.join("\n"))
+    };
+    if let Some(object) = data.as_object_mut() {
+        object.insert("ca_chain".into(), chain);
+    }
+    data
 }
 
 /// KV version of `mount`, as the Vault CLI finds it: `options.version` of
@@ -161,6 +242,10 @@ fn field(data: &Value, reference: &SecretRef) -> Result<String, String> {
         (SecretKind::AwsUser, "KeyId") => &["access_key"],
         (SecretKind::AwsUser, "SecretKey") => &["secret_key"],
         (SecretKind::AwsUser, "SessionToken") => &["security_token", "session_token"],
+        (SecretKind::Pki, "Certificate") => &["certificate"],
+        (SecretKind::Pki, "PrivateKey") => &["private_key"],
+        (SecretKind::Pki, "IssuingCA") => &["issuing_ca"],
+        (SecretKind::Pki, "CAChain") => &["ca_chain"],
         (SecretKind::Secret, field) => &[field][..],
         (_, field) => {
             return Err(format!(
@@ -255,6 +340,53 @@ mod tests {
         ] {
             let error = lease_of(&answer, "db:r").unwrap_err().to_string();
             assert!(error.contains("no usable lease_duration"), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_certificate_is_issued_at_its_role_and_its_fields_are_pem_text() {
+        let settings = VaultSettings {
+            pki_mount: "pki-int".into(),
+            ..VaultSettings::default()
+        };
+        let cert = reference(SecretKind::Pki, "web/www.example.com", "Certificate");
+        assert_eq!(api_path(&settings, &cert, 1), "pki-int/issue/web");
+        let answer = json!({"data": {
+            "certificate": "CERT", "private_key": "KEY", "issuing_ca": "ROOT",
+            "ca_chain": ["INTERMEDIATE", "ROOT"], "expiration": 1
+        }});
+        let data = certificate_data(answer);
+        let get = |name| field(&data, &reference(SecretKind::Pki, "web/x", name)).unwrap();
+        assert_eq!(get("Certificate"), "CERT");
+        assert_eq!(get("PrivateKey"), "KEY");
+        assert_eq!(get("IssuingCA"), "ROOT");
+        assert_eq!(get("CAChain"), "INTERMEDIATE\nROOT");
+        for no_chain in [json!(null), json!([])] {
+            let data =
+                certificate_data(json!({"data": {"issuing_ca": "ROOT", "ca_chain": no_chain}}));
+            assert_eq!(
+                field(&data, &reference(SecretKind::Pki, "web/x", "CAChain")).unwrap(),
+                "ROOT"
+            );
+        }
+    }
+
+    #[test]
+    fn a_certificates_lifetime_is_a_lease_that_only_expires() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let answer = json!({"lease_id": "", "data": {"expiration": 1_000_030}});
+        let lease = certificate_lease(&answer, "pki:web/x", now).unwrap();
+        assert_eq!(lease.ttl, Duration::from_secs(30));
+        assert!(!lease.renewable && lease.id.is_empty());
+        assert_eq!(lease.label, "pki:web/x");
+        // Never "does not expire": no usable expiration is an error.
+        for bad in [
+            json!({"data": {}}),
+            json!({"data": {"expiration": "soon"}}),
+            json!({"data": {"expiration": 1_000_000}}),
+            json!({"data": {"expiration": 5}}),
+        ] {
+            assert!(certificate_lease(&bad, "pki:web/x", now).is_err(), "{bad}");
         }
     }
 

@@ -458,6 +458,33 @@ impl Bao {
         );
     }
 
+    /// Mounts the PKI engine at `mount` with a root CA, and a role `role` issuing
+    /// certificates for `domain` and its subdomains with the given TTL.
+    pub fn pki(&self, mount: &str, role: &str, domain: &str, ttl: &str) {
+        self.api(
+            "POST",
+            &format!("sys/mounts/{mount}"),
+            json!({ "type": "pki", "config": { "max_lease_ttl": "87600h" } }),
+        );
+        self.api(
+            "POST",
+            &format!("{mount}/root/generate/internal"),
+            json!({ "common_name": "simplevisor test root", "ttl": "87600h" }),
+        );
+        self.api(
+            "POST",
+            &format!("{mount}/roles/{role}"),
+            json!({
+                "allowed_domains": domain,
+                "allow_subdomains": true,
+                "ttl": ttl,
+                "max_ttl": ttl,
+                "key_type": "ec",
+                "key_bits": 256,
+            }),
+        );
+    }
+
     /// The number of leases under `prefix` Vault knows about.
     pub fn lease_count(&self, prefix: &str) -> usize {
         match self.call(

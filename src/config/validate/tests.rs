@@ -473,3 +473,107 @@ fn an_empty_key_has_a_visible_path() {
         "{found:?}"
     );
 }
+
+#[test]
+fn files_get_their_defaults_and_every_key_is_read() {
+    let c = load_text(
+        r#"{"env": {"vault-replace": ["CERT", "KEY"]},
+            "vault": {"pki-mount": "/pki-int/"},
+            "files": [
+              {"path": "/run/tls/cert.pem", "template": "{{ .CERT }}"},
+              {"path": "/run/tls/key.pem", "template": "{{ .KEY }}", "mode": "0440",
+               "owner": "www-data:www-data", "env": "TLS_KEY_FILE"}
+            ],
+            "jobs": {"main": [{"cmd": ["nginx"], "reload-signal": "hup"}]}}"#,
+    )
+    .unwrap();
+    assert_eq!(c.vault.pki_mount, "pki-int");
+    assert_eq!(VaultSettings::default().pki_mount, "pki");
+    let [cert, key] = &c.files[..] else {
+        panic!("{:?}", c.files)
+    };
+    assert_eq!(cert.path, PathBuf::from("/run/tls/cert.pem"));
+    assert_eq!(
+        (cert.mode, cert.owner.is_none(), &cert.env),
+        (0o400, true, &None)
+    );
+    assert_eq!(key.mode, 0o440);
+    assert_eq!(key.owner.as_ref().map(|o| (o.uid, o.gid)), Some((33, 33)));
+    assert_eq!(key.env.as_deref(), Some("TLS_KEY_FILE"));
+    assert_eq!(key.template, "{{ .KEY }}");
+    assert_eq!(
+        c.main[0].reload_signal,
+        Some(nix::sys::signal::Signal::SIGHUP)
+    );
+    let plain = load_text(r#"{"jobs": {"main": [{"cmd": ["x"]}]}}"#).unwrap();
+    assert!(plain.files.is_empty() && plain.main[0].reload_signal.is_none());
+}
+
+#[test]
+fn file_mistakes_are_all_reported_with_their_path() {
+    let found = problems(
+        r#"{"env": {"vault-replace": ["A"]},
+            "files": [
+              {"path": "relative/x", "template": "{{ .A }}"},
+              {"path": "/run/../etc/x", "template": "x"},
+              {"path": "/run/a", "template": "{{ .B }}"},
+              {"path": "/run/a", "template": "{{ if .A }}"},
+              {"path": "/run/m1", "template": "x", "mode": "0644"},
+              {"path": "/run/m2", "template": "x", "mode": "4755"},
+              {"path": "/run/m3", "template": "x", "mode": "644"},
+              {"path": "/run/m4", "template": "x", "mode": "0800"},
+              {"path": "/run/o", "template": "x", "owner": "nosuchuser"},
+              {"path": "/run/e1", "template": "x", "env": "1BAD"},
+              {"path": "/run/e2", "template": "x", "env": "A-B"},
+              {"path": "/run/dir/", "template": "x"},
+              {"path": "/run/n\u0000", "template": "x"},
+              {"template": "x"},
+              {"path": "/run/k", "template": "x", "colour": "red"},
+              {"path": "/run/d1", "template": "x", "env": "SAME"},
+              {"path": "/run/d2", "template": "x", "env": "SAME"},
+              {"path": "/run/t", "template": "{{ .A | nosuchfunc }}"}
+            ],
+            "jobs": {"init": [{"cmd": ["i"], "reload-signal": "HUP"}],
+                     "main": [{"name": "a", "cmd": ["a"], "reload-signal": "NOPE"},
+                              {"name": "b", "cmd": ["b"], "reload-signal": "STOP"}]}}"#,
+    );
+    for expected in [
+        "files[0].path: \"relative/x\" is relative",
+        "files[1].path: \"/run/../etc/x\" contains \"..\"",
+        "files[2].template: the template does not render",
+        "files[3].template: the template does not render",
+        "files[3].path: \"/run/a\" is also the path of files[2]",
+        "files[6].mode: \"644\" is not a mode of four octal digits",
+        "files[5].mode: \"4755\" is not a mode",
+        "files[7].mode: \"0800\" is not a mode",
+        "files[8].owner: ",
+        "files[9].env: \"1BAD\" is not a variable name",
+        "files[10].env: \"A-B\" is not a variable name",
+        "files[11].path: \"/run/dir/\" names a directory",
+        "files[12].path: must not contain a NUL byte",
+        "files[13].path: is required",
+        "files[14].colour: unknown key",
+        "files[16].env: \"SAME\" is also the env of files[15]",
+        "files[17].template: the template does not render",
+        "jobs.init[0].reload-signal: applies to main jobs only",
+        "jobs.main[0].reload-signal: unknown signal \"NOPE\"",
+        "jobs.main[1].reload-signal: STOP would pause the job",
+    ] {
+        assert!(
+            found.iter().any(|p| p.starts_with(expected)),
+            "{expected}: {found:?}"
+        );
+    }
+    // 0644 is a valid mode: only the entries above are wrong.
+    assert!(
+        !found.iter().any(|p| p.starts_with("files[4]")),
+        "{found:?}"
+    );
+    let not_array = problems(r#"{"files": {}, "jobs": {}}"#);
+    assert!(
+        not_array
+            .iter()
+            .any(|p| p.starts_with("files: must be an array")),
+        "{not_array:?}"
+    );
+}

@@ -427,7 +427,16 @@ impl<'a> EventLoop<'a> {
                     session.emergency_revoker(super::REVOKE_BUDGET, crate::logs::direct::DirectLog),
                 );
                 let injection = self.config.env.vault_token.then(|| session.injection());
-                let env = (self.build_env)(session.values(), injection.as_ref());
+                let env = if crate::files::write_at_start(
+                    &self.config.files,
+                    session.values(),
+                    &self.logger,
+                ) {
+                    (self.build_env)(session.values(), injection.as_ref())
+                        .map_err(|message| format!("cannot build the job environment: {message}"))
+                } else {
+                    Err("the files could not be written".to_string())
+                };
                 if let Err(error) = self.epoll.add(
                     events.as_fd(),
                     EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_VAULT),
@@ -439,7 +448,7 @@ impl<'a> EventLoop<'a> {
                 self.vault = Some(VaultLink { session, events });
                 match env {
                     Ok(env) => return self.begin(env),
-                    Err(message) => (format!("cannot build the job environment: {message}"), 1),
+                    Err(message) => (message, 1),
                 }
             }
             Err(vault::StartError::Config(message)) => (message, 2),

@@ -84,7 +84,7 @@ impl JobPolicy {
             // The spec's `after` are indices into its config: see `jobs::JobRecord::policy`.
             after: Vec::new(),
             max_restarts: spec.max_restarts,
-            reload_signal: None,
+            reload_signal: spec.reload_signal.map(|signal| signal as i32),
         }
     }
 }
