@@ -22,6 +22,8 @@ Talking to a running simplevisor (its control socket):
   simplevisor stop JOB...              stop gracefully; stays stopped until started
   simplevisor start JOB...             start a stopped job
   simplevisor signal SIG JOB...        send SIG to the jobs' process groups
+  simplevisor reload                   re-read the config file and apply it to the jobs
+  simplevisor rotate                   fetch every Vault secret anew now (a rotation)
 
 Options:
   -c, --config PATH   configuration file (default: $SIMPLEVISOR_CONFIG, else simplevisor.json
@@ -48,7 +50,9 @@ pub enum Command {
     Control(ControlCall),
 }
 
-const CONTROL_COMMANDS: &[&str] = &["status", "health", "restart", "stop", "start", "signal"];
+const CONTROL_COMMANDS: &[&str] = &[
+    "status", "health", "restart", "stop", "start", "signal", "reload", "rotate",
+];
 
 /// Options shared by `run` and `check`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -89,7 +93,7 @@ where
                     }
                     other => {
                         return Err(format!(
-                            "unknown command '{other}' (expected run, check, schema, status, health, restart, stop, start or signal)"
+                            "unknown command '{other}' (expected run, check, schema, status, health, restart, stop, start, signal, reload or rotate)"
                         ));
                     }
                 }
@@ -128,11 +132,13 @@ fn parse_control(name: &str, parser: &mut lexopt::Parser) -> Result<ControlCall,
         }
     }
     let request = match name {
-        "status" | "health" if !words.is_empty() => {
+        "status" | "health" | "reload" | "rotate" if !words.is_empty() => {
             return Err(format!("{name} takes no job names"));
         }
         "status" => Request::Status,
         "health" => Request::Health { live },
+        "reload" => Request::Reload,
+        "rotate" => Request::Rotate,
         "signal" => {
             if words.len() < 2 {
                 return Err("usage: simplevisor signal SIG JOB...".into());
@@ -236,6 +242,16 @@ mod tests {
                 json: false,
             }))
         );
+        for (word, request) in [("reload", Request::Reload), ("rotate", Request::Rotate)] {
+            assert_eq!(
+                args(&[word, "--socket", "/s"]),
+                Ok(Command::Control(ControlCall {
+                    request,
+                    socket: Some(PathBuf::from("/s")),
+                    json: false,
+                }))
+            );
+        }
     }
 
     #[test]
@@ -255,6 +271,12 @@ mod tests {
                 .unwrap_err()
                 .contains("takes no job names")
         );
+        assert!(
+            args(&["reload", "web"])
+                .unwrap_err()
+                .contains("takes no job names")
+        );
+        assert!(args(&["rotate", "--json"]).is_err());
         assert!(
             args(&["signal", "web"])
                 .unwrap_err()

@@ -1,5 +1,5 @@
 //! The command-line side of the control socket: `simplevisor status|health|restart|stop|
-//! start|signal`. Sends one request, prints the answer, and turns it into the exit status:
+//! start|signal|reload|rotate`. Sends one request, prints the answer, and turns it into the exit status:
 //! 0 done, 1 not reachable or refused (or not ready), 2 usage error or unknown job.
 
 use std::io::{Read, Write};
@@ -17,7 +17,8 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 /// The largest answer read (a status of thousands of jobs is well below).
 const MAX_ANSWER: u64 = 16 * 1024 * 1024;
 
-/// `status`, `health`, `restart`, `stop`, `start`, `signal` and their options.
+/// `status`, `health`, `restart`, `stop`, `start`, `signal`, `reload`, `rotate` and their
+/// options.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControlCall {
     pub request: Request,
@@ -68,6 +69,16 @@ pub fn run(call: &ControlCall) -> u8 {
                 let table = answer.get("table").and_then(Value::as_str).unwrap_or("");
                 crate::stdout::print(table, 0)
             }
+        }
+        Request::Reload | Request::Rotate => {
+            let lines = answer.get("lines").and_then(Value::as_array);
+            let text: String = lines
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(|line| format!("{line}\n"))
+                .collect();
+            crate::stdout::print(&text, 0)
         }
         Request::Health { .. } => 0,
         _ => 0,

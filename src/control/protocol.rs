@@ -2,8 +2,9 @@
 //!
 //! Requests: `{"command":"status"}`, `{"command":"health","live":false}`,
 //! `{"command":"restart","jobs":["web"]}` (also `stop`, `start`),
-//! `{"command":"signal","signal":"HUP","jobs":["web"]}`.
-//! Answers: `{"ok":true,...}` or `{"ok":false,"code":1|2,"error":"..."}`; code 2 is a usage
+//! `{"command":"signal","signal":"HUP","jobs":["web"]}`, `{"command":"reload"}`,
+//! `{"command":"rotate"}`.
+//! Answers: `{"ok":true,...}` (`reload` and `rotate` add `"lines":[...]`, printed one a line) or `{"ok":false,"code":1|2,"error":"..."}`; code 2 is a usage
 //! error (unknown job or signal), 1 a refusal.
 
 use serde_json::{Value, json};
@@ -26,6 +27,10 @@ pub enum Request {
         signal: String,
         jobs: Vec<String>,
     },
+    /// Re-read the configuration file and apply it to the jobs.
+    Reload,
+    /// Fetch every Vault secret anew now.
+    Rotate,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +66,8 @@ impl Request {
             Request::Signal { signal, jobs } => {
                 json!({"command": "signal", "signal": signal, "jobs": jobs})
             }
+            Request::Reload => json!({"command": "reload"}),
+            Request::Rotate => json!({"command": "rotate"}),
         }
     }
 
@@ -89,6 +96,8 @@ impl Request {
         };
         match command {
             "status" => Ok(Request::Status),
+            "reload" => Ok(Request::Reload),
+            "rotate" => Ok(Request::Rotate),
             "health" => Ok(Request::Health {
                 live: value.get("live").and_then(Value::as_bool).unwrap_or(false),
             }),
@@ -118,6 +127,8 @@ impl Request {
             Request::Health { live: true } => "health --live".into(),
             Request::Jobs { command, jobs } => format!("{} {}", command.as_str(), jobs.join(" ")),
             Request::Signal { signal, jobs } => format!("signal {signal} {}", jobs.join(" ")),
+            Request::Reload => "reload".into(),
+            Request::Rotate => "rotate".into(),
         }
     }
 }
@@ -144,6 +155,8 @@ mod tests {
                 signal: "HUP".into(),
                 jobs: vec!["web".into()],
             },
+            Request::Reload,
+            Request::Rotate,
         ] {
             let line = request.to_json().to_string();
             assert_eq!(Request::parse(line.as_bytes()), Ok(request));

@@ -528,6 +528,8 @@ impl<'a> EventLoop<'a> {
                 Some(signal) => self.command(Command::Signal(signal as i32), &jobs),
                 None => refusal(2, &format!("unknown signal {signal}")),
             },
+            Request::Reload => refusal(1, "reload is not available yet"),
+            Request::Rotate => refusal(1, "rotate is not available yet"),
         }
     }
 
