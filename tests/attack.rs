@@ -152,3 +152,216 @@ fn duplicate_keys_and_wrong_types_are_usage_errors() {
     sv.signal(libc::SIGTERM);
     assert_eq!(sv.wait_exit(secs(10.0)), 0);
 }
+
+/// A listening socket with a full backlog, as any local user can leave at the socket path.
+/// Returns the listener and the connections that fill it (all closed on drop).
+fn clogged_socket(path: &Path) -> Vec<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    let address = |path: &Path| {
+        // SAFETY: sockaddr_un is plain data; all zeroes is a valid value.
+        let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        for (slot, byte) in addr.sun_path.iter_mut().zip(path.as_os_str().as_bytes()) {
+            *slot = *byte as libc::c_char;
+        }
+        addr
+    };
+    let socket = |flags: i32| {
+        // SAFETY: socket(2) with constant arguments; the fd is owned at once.
+        let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | flags, 0) };
+        assert!(fd >= 0);
+        // SAFETY: fd is a fresh descriptor nobody else owns.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    };
+    let addr = address(path);
+    let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    let listener = socket(0);
+    // SAFETY: addr is a valid sockaddr_un of `len` bytes.
+    let bound = unsafe {
+        libc::bind(
+            listener.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast(),
+            len,
+        )
+    };
+    assert_eq!(bound, 0);
+    // SAFETY: listen(2) on our own socket.
+    assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
+    let mut fds = vec![listener];
+    loop {
+        let client = socket(libc::SOCK_NONBLOCK);
+        // SAFETY: as for bind.
+        let rc = unsafe {
+            libc::connect(
+                client.as_raw_fd(),
+                (&addr as *const libc::sockaddr_un).cast(),
+                len,
+            )
+        };
+        if rc != 0 {
+            assert_eq!(
+                std::io::Error::last_os_error().raw_os_error(),
+                Some(libc::EAGAIN),
+                "the backlog is full"
+            );
+            break;
+        }
+        fds.push(client);
+        assert!(fds.len() < 1000, "the backlog never filled");
+    }
+    fds
+}
+
+#[test]
+fn a_clogged_socket_at_the_path_neither_blocks_start_up_nor_signals() {
+    let dir = TempDir::new("attack-clogged");
+    let socket = dir.path().join("sv.sock");
+    let _clog = clogged_socket(&socket);
+    let started = Instant::now();
+    let mut sv = start(
+        r#"{"jobs": {"main": [{"name": "web", "cmd": ["sleep", "100"]}]}}"#,
+        &socket,
+    );
+    sv.wait_message("internal", "another simplevisor answers on", secs(5.0));
+    sv.wait_message("internal", "job web started", secs(5.0));
+    assert!(
+        started.elapsed() < secs(2.0),
+        "start-up took {:?}",
+        started.elapsed()
+    );
+    sv.signal(libc::SIGTERM);
+    assert_eq!(sv.wait_exit(secs(5.0)), 0);
+    assert!(socket.exists(), "the other socket is not ours to remove");
+}
+
+/// Waits for `name` to be created in `dir`, then runs `then`, in a thread blocked in
+/// `read(2)` on an inotify descriptor so that it reacts as soon as the kernel reports the
+/// creation. Returns whether it happened.
+fn on_create(
+    dir: &Path,
+    name: &str,
+    then: impl FnOnce() + Send + 'static,
+) -> std::thread::JoinHandle<bool> {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: inotify_init1 with constant flags.
+    let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
+    assert!(fd >= 0);
+    let c_dir = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
+    // SAFETY: fd is our inotify descriptor, c_dir a valid C string.
+    assert!(unsafe { libc::inotify_add_watch(fd, c_dir.as_ptr(), libc::IN_CREATE) } >= 0);
+    let name = name.to_string();
+    std::thread::spawn(move || {
+        on_cpu_0();
+        let mut buffer = [0u8; 4096];
+        let mut seen = false;
+        while !seen {
+            // SAFETY: reading into our own buffer of its length.
+            let n = unsafe { libc::read(fd, buffer.as_mut_ptr().cast(), buffer.len()) };
+            if n <= 0 {
+                break;
+            }
+            let mut at = 0;
+            while at + 16 <= n as usize {
+                let len = u32::from_ne_bytes(buffer[at + 12..at + 16].try_into().unwrap()) as usize;
+                let entry = &buffer[at + 16..at + 16 + len];
+                let entry = entry.split(|&b| b == 0).next().unwrap_or(&[]);
+                seen |= entry == name.as_bytes();
+                at += 16 + len;
+            }
+        }
+        if seen {
+            then();
+        }
+        // SAFETY: closing our own descriptor.
+        unsafe { libc::close(fd) };
+        seen
+    })
+}
+
+/// Pins the calling thread to CPU 0.
+fn on_cpu_0() {
+    // SAFETY: cpu_set_t is plain data; sched_setaffinity on the calling thread (pid 0).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+#[test]
+fn a_socket_swapped_for_a_symlink_at_once_does_not_change_the_target_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("attack-chmod");
+    let victim = dir.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    let precious = victim.join("precious");
+    std::fs::write(&precious, "root's\n").unwrap();
+    std::fs::set_permissions(&precious, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let sockets = dir.path().join("sockets");
+    std::fs::create_dir(&sockets).unwrap();
+    let socket = sockets.join("sv.sock");
+    // The attack won 13 starts in 30 before the fix: several starts make a miss unlikely.
+    for round in 0..5 {
+        let (from, to, target) = (
+            socket.clone(),
+            sockets.join(format!("moved{round}")),
+            precious.clone(),
+        );
+        let swapper = on_create(&sockets, "sv.sock", move || {
+            std::fs::rename(&from, &to).unwrap();
+            std::os::unix::fs::symlink(&target, &from).unwrap();
+        });
+        let mut sv = start(
+            r#"{"jobs": {"main": [{"name": "web", "cmd": ["sleep", "100"]}]}}"#,
+            &socket,
+        );
+        sv.wait_message("internal", "job web started", secs(5.0));
+        assert!(swapper.join().unwrap(), "the socket was never created");
+        sv.signal(libc::SIGTERM);
+        assert_eq!(sv.wait_exit(secs(5.0)), 0);
+        let mode = std::fs::metadata(&precious).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode, 0o644,
+            "round {round}: the symlink's target was chmod'ed"
+        );
+        assert!(precious.exists(), "round {round}: the target was removed");
+        let _ = std::fs::remove_file(&socket);
+    }
+}
+
+#[test]
+fn a_directory_swapped_for_a_symlink_does_not_make_exit_remove_another_file() {
+    let dir = TempDir::new("attack-rmdir");
+    let sockets = dir.path().join("sockets");
+    std::fs::create_dir(&sockets).unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    let precious = victim.join("sv.sock");
+    std::fs::write(&precious, "root's\n").unwrap();
+    let socket = sockets.join("sv.sock");
+    let mut sv = start(
+        r#"{"jobs": {"main": [{"name": "web", "cmd": ["sleep", "100"]}]}}"#,
+        &socket,
+    );
+    wait_status(&socket, "web running", |s| state_of(s, "web") == "running");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::symlink_metadata(&socket)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the socket is made with mode 0600");
+    let moved = dir.path().join("moved");
+    std::fs::rename(&sockets, &moved).unwrap();
+    std::os::unix::fs::symlink(&victim, &sockets).unwrap();
+    sv.signal(libc::SIGTERM);
+    assert_eq!(sv.wait_exit(secs(5.0)), 0);
+    assert!(
+        precious.exists(),
+        "a file of the socket's name elsewhere was removed"
+    );
+    assert!(
+        !moved.join("sv.sock").exists(),
+        "its own socket, in the directory it was created in, is removed"
+    );
+}
