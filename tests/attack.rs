@@ -365,3 +365,87 @@ fn a_directory_swapped_for_a_symlink_does_not_make_exit_remove_another_file() {
         "its own socket, in the directory it was created in, is removed"
     );
 }
+
+/// Starts a job whose `exec` readiness check runs `script`, lets the check run for a while,
+/// and checks that at most `in_flight` processes with `marker` exist at any time, and none
+/// once simplevisor has exited on SIGTERM.
+fn check_leaves_nothing(script: &str, marker: &str, timeout: &str) {
+    let config = serde_json::json!({"jobs": {"main": [{
+        "name": "web",
+        "cmd": ["sleep", "100"],
+        "ready": {"exec": ["sh", "-c", script], "interval": "200ms", "timeout": timeout}
+    }]}});
+    let mut sv = run(&config.to_string()).arg("--no-vault").start();
+    sv.wait_message("internal", "job web started", secs(5.0));
+    // Long enough for several checks; every 10 ms, what is left.
+    let watch_until = Instant::now() + secs(2.0);
+    let mut most = 0;
+    while Instant::now() < watch_until {
+        most = most.max(harness::processes_with(marker).len());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        most <= 1,
+        "{most} processes of the checks were alive at once: {script}"
+    );
+    sv.signal(libc::SIGTERM);
+    assert_eq!(sv.wait_exit(secs(5.0)), 0);
+    let deadline = Instant::now() + secs(2.0);
+    while !harness::processes_with(marker).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left = harness::processes_with(marker);
+    for &pid in &left {
+        // SAFETY: kill(2) of what this test made simplevisor leave behind.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    assert!(
+        left.is_empty(),
+        "left behind after exit: {left:?} ({script})"
+    );
+}
+
+#[test]
+fn an_exec_check_leaves_no_background_process() {
+    // The quotes keep the marker out of the shell's own command line.
+    check_leaves_nothing("sleep 98''71 & exit 1", "sleep 9871", "1s");
+}
+
+#[test]
+fn an_exec_check_that_times_out_leaves_not_even_a_setsid_child() {
+    check_leaves_nothing("setsid sleep 98''72 & sleep 9873", "sleep 9872", "300ms");
+}
+
+#[test]
+fn a_panic_kills_the_process_group_of_a_running_exec_check() {
+    let config = serde_json::json!({"jobs": {"main": [{
+        "name": "web",
+        "cmd": ["sleep", "100"],
+        "ready": {"exec": ["sh", "-c", "sleep 98''74 & sleep 9875"], "timeout": "60s"}
+    }]}});
+    let mut sv = run(&config.to_string())
+        .arg("--no-vault")
+        .env("SIMPLEVISOR_TEST_PANIC_ON_USR2", "1")
+        .start();
+    sv.wait_message("internal", "job web started", secs(5.0));
+    let deadline = Instant::now() + secs(5.0);
+    while harness::processes_with("sleep 9874").is_empty() {
+        assert!(Instant::now() < deadline, "the check never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    sv.signal(libc::SIGUSR2);
+    assert_ne!(sv.wait_exit(secs(10.0)), 0);
+    let deadline = Instant::now() + secs(2.0);
+    while !harness::processes_with("sleep 9874").is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left = harness::processes_with("sleep 9874");
+    for &pid in &left {
+        // SAFETY: kill(2) of what this test made simplevisor leave behind.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    assert!(
+        left.is_empty(),
+        "the check's group outlived a panic: {left:?}"
+    );
+}

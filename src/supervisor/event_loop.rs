@@ -90,6 +90,7 @@ impl<'a> EventLoop<'a> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
             .map_err(|e| format!("cannot create epoll instance: {e}"))?;
         let pipes = Pipes::new(&epoll, TOKEN_PIPES, output, logger.clone())?;
+        let checks = Checks::new(CHECKS_BASE, logger.clone());
         let add = |fd: std::os::fd::BorrowedFd<'_>, token: u64, what: &str| {
             epoll
                 .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, token))
@@ -122,7 +123,7 @@ impl<'a> EventLoop<'a> {
             vault,
             status: None,
             control,
-            checks: Checks::new(CHECKS_BASE),
+            checks,
         })
     }
 
