@@ -3,7 +3,8 @@
 //!
 //! - `protocol`: the requests and answers, as JSON (pure).
 //! - `server`: the listening socket and its connections, driven by the event loop's epoll
-//!   (no thread): creation (mode 0600, stale file replaced, a live one left alone), the peer
+//!   (no thread): creation (mode 0600, stale file replaced, a live one left alone, all through
+//!   the directory opened once), the peer
 //!   check (`SO_PEERCRED`), reading one request, writing one answer, deadlines.
 //! - `client`: the command-line side, `simplevisor status` and friends.
 

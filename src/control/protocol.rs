@@ -71,24 +71,49 @@ impl Request {
         }
     }
 
-    /// A request line as received; the error is the answer to send.
+    /// A request line as received; the error is the answer to send (a usage error). As in the
+    /// configuration file, a key given twice, a key the command does not take or a value of
+    /// the wrong type is refused rather than guessed at.
     pub fn parse(line: &[u8]) -> Result<Request, String> {
-        let value: Value = serde_json::from_slice(line)
-            .map_err(|_| "the request is not a JSON object".to_string())?;
-        let command = value
-            .get("command")
-            .and_then(Value::as_str)
-            .ok_or("the request has no \"command\"")?;
+        let not_object = || "the request is not a JSON object".to_string();
+        let value: Value = serde_json::from_slice(line).map_err(|_| not_object())?;
+        let object = value.as_object().ok_or_else(not_object)?;
+        let text = std::str::from_utf8(line).map_err(|_| not_object())?;
+        if let Some(key) = crate::config::duplicates::find(text).first() {
+            return Err(format!(
+                "{} is given twice in the request; give it once",
+                crate::config::quoted(key)
+            ));
+        }
+        let command = match object.get("command") {
+            None => return Err("the request has no \"command\"".into()),
+            Some(Value::String(command)) => command.as_str(),
+            Some(_) => return Err("\"command\" must be a string".into()),
+        };
+        let takes: &[&str] = match command {
+            "status" | "reload" | "rotate" => &[],
+            "health" => &["live"],
+            "signal" => &["signal", "jobs"],
+            other if JobCommand::parse(other).is_some() => &["jobs"],
+            other => return Err(format!("unknown command {}", crate::config::quoted(other))),
+        };
+        if let Some(key) = object
+            .keys()
+            .find(|k| k.as_str() != "command" && !takes.contains(&k.as_str()))
+        {
+            return Err(format!("{command} takes no {}", crate::config::quoted(key)));
+        }
         let jobs = || -> Result<Vec<String>, String> {
-            let list = value
-                .get("jobs")
-                .and_then(Value::as_array)
-                .ok_or(format!("{command} needs \"jobs\""))?;
+            let list = match object.get("jobs") {
+                None => return Err(format!("{command} needs \"jobs\"")),
+                Some(Value::Array(list)) => list,
+                Some(_) => return Err("\"jobs\" must be a list of job names".into()),
+            };
             let names: Vec<String> = list
                 .iter()
                 .map(|v| v.as_str().map(str::to_string))
                 .collect::<Option<_>>()
-                .ok_or("\"jobs\" must be names")?;
+                .ok_or("\"jobs\" must be a list of job names")?;
             if names.is_empty() {
                 return Err(format!("{command} needs at least one job"));
             }
@@ -98,17 +123,19 @@ impl Request {
             "status" => Ok(Request::Status),
             "reload" => Ok(Request::Reload),
             "rotate" => Ok(Request::Rotate),
-            "health" => Ok(Request::Health {
-                live: value.get("live").and_then(Value::as_bool).unwrap_or(false),
-            }),
-            "signal" => Ok(Request::Signal {
-                signal: value
-                    .get("signal")
-                    .and_then(Value::as_str)
-                    .ok_or("signal needs \"signal\"")?
-                    .to_string(),
-                jobs: jobs()?,
-            }),
+            "health" => match object.get("live") {
+                None => Ok(Request::Health { live: false }),
+                Some(Value::Bool(live)) => Ok(Request::Health { live: *live }),
+                Some(_) => Err("\"live\" must be true or false".into()),
+            },
+            "signal" => match object.get("signal") {
+                None => Err("signal needs \"signal\"".into()),
+                Some(Value::String(signal)) => Ok(Request::Signal {
+                    signal: signal.clone(),
+                    jobs: jobs()?,
+                }),
+                Some(_) => Err("\"signal\" must be a signal name such as \"HUP\"".into()),
+            },
             other => match JobCommand::parse(other) {
                 Some(command) => Ok(Request::Jobs {
                     command,
@@ -189,6 +216,38 @@ mod tests {
             Request::parse(br#"{"command":"signal","jobs":["a"]}"#)
                 .unwrap_err()
                 .contains("\"signal\"")
+        );
+    }
+
+    #[test]
+    fn strict_requests_refuse_what_they_would_otherwise_guess() {
+        let error = |line: &str| Request::parse(line.as_bytes()).unwrap_err();
+        assert!(
+            error(r#"{"command":"status","command":"stop"}"#)
+                .contains("\"command\" is given twice")
+        );
+        assert!(error(r#"{"command":"stop","jobs":["a"],"jobs":["b"]}"#).contains("given twice"));
+        assert!(
+            error(r#"{"command":"health","live":"yes"}"#)
+                .contains("\"live\" must be true or false")
+        );
+        assert!(error(r#"{"command":"health","live":1}"#).contains("must be true or false"));
+        assert!(error(r#"{"command":7}"#).contains("\"command\" must be a string"));
+        assert!(error(r#"{"command":"stop","jobs":"web"}"#).contains("list of job names"));
+        assert!(error(r#"{"command":"stop","jobs":["web",3]}"#).contains("list of job names"));
+        assert!(error(r#"{"command":"signal","signal":1,"jobs":["web"]}"#).contains("signal name"));
+        assert!(
+            error(r#"{"command":"status","verbose":true}"#).contains("status takes no \"verbose\"")
+        );
+        assert!(
+            error(r#"{"command":"stop","jobs":["a"],"live":true}"#)
+                .contains("stop takes no \"live\"")
+        );
+        assert!(error(r#"["command","status"]"#).contains("not a JSON object"));
+        assert!(error("\"status\"").contains("not a JSON object"));
+        assert_eq!(
+            Request::parse(br#"{"command":"health"}"#),
+            Ok(Request::Health { live: false })
         );
     }
 }

@@ -6,14 +6,16 @@
 //! without one. Only peers whose uid is ours or root are served (`SO_PEERCRED`).
 
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use nix::fcntl::AtFlags;
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use nix::unistd::UnlinkatFlags;
 use serde_json::Value;
 
 use super::protocol::{MAX_REQUEST, Request, refusal};
@@ -49,6 +51,11 @@ struct Connection {
 pub struct ControlServer {
     listener: UnixListener,
     path: PathBuf,
+    /// The socket's directory, opened once at start, and the socket's name in it.
+    dir: OwnedFd,
+    name: std::ffi::OsString,
+    /// Device and inode of the socket file we bound (none if it could not be seen).
+    created: Option<(libc::dev_t, libc::ino_t)>,
     own_uid: u32,
     /// Epoll token of connection slot 0; slot `n` is `base + n`.
     base: u64,
@@ -57,45 +64,85 @@ pub struct ControlServer {
 
 impl ControlServer {
     /// Listens on `path`, replacing a stale socket file; the error (a warning to log) when
-    /// another simplevisor answers there or the socket cannot be made.
+    /// another process answers there or the socket cannot be made.
+    ///
+    /// The socket's directory may be writable by others (a user's directory, a sticky
+    /// `/tmp`), so every step after opening it goes through the directory's descriptor, never
+    /// the path again: a directory swapped for a symlink later cannot redirect us, the socket
+    /// path's last component is never followed, and nothing but the socket we bound is
+    /// removed.
     pub fn bind(path: &Path, base: u64) -> Result<ControlServer, String> {
         let shown = path.display();
-        match std::fs::symlink_metadata(path) {
-            Ok(meta) if !meta.file_type().is_socket() => {
+        let cannot = |what: &str, e: &dyn std::fmt::Display| {
+            format!("cannot {what} the control socket {shown}: {e}; running without one")
+        };
+        let name = path
+            .file_name()
+            .ok_or_else(|| format!("{shown} names no file; running without a control socket (set control-socket to a file path)"))?
+            .to_os_string();
+        let parent = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let dir: OwnedFd = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(parent)
+            .map_err(|e| cannot("open the directory of", &e))?
+            .into();
+        // The path of the socket through our descriptor of its directory (bind and connect
+        // take a path); without /proc, the path as given (then the directory is trusted).
+        let through_dir = {
+            let via = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd())).join(&name);
+            if via.as_os_str().len() < 108 && Path::new("/proc/self/fd").is_dir() {
+                via
+            } else {
+                path.to_path_buf()
+            }
+        };
+        match stat_at(&dir, &name) {
+            Ok(stat) if stat.st_mode & libc::S_IFMT != libc::S_IFSOCK => {
                 return Err(format!(
                     "{shown} exists and is not a socket; running without a control socket (remove it or set control-socket)"
                 ));
             }
             Ok(_) => {
-                if UnixStream::connect(path).is_ok() {
+                if answers(&through_dir) {
                     return Err(format!(
                         "another simplevisor answers on {shown}; running without a control socket (give each one its own control-socket)"
                     ));
                 }
-                // Nobody listens: left behind by a simplevisor that was killed.
-                std::fs::remove_file(path).map_err(|e| {
-                    format!("cannot replace the stale socket {shown}: {e}; running without a control socket")
-                })?;
+                // Nobody listens: left behind by a simplevisor that was killed. unlinkat
+                // removes the entry itself, never what a symlink there points to.
+                nix::unistd::unlinkat(&dir, name.as_os_str(), UnlinkatFlags::NoRemoveDir)
+                    .map_err(|e| cannot("replace the stale file of", &e))?;
             }
             Err(_) => {}
         }
-        // Mode 0600 from the start: no moment in which another user could connect.
+        // Mode 0600 from the start, set by bind itself: no moment in which another user could
+        // connect, and no chmod through a path that could have been swapped meanwhile.
         // SAFETY: umask only changes the process's file-creation mask; no other thread
         // creates files at this point.
         let previous = unsafe { libc::umask(0o177) };
-        let listener = UnixListener::bind(path);
+        let listener = UnixListener::bind(&through_dir);
         // SAFETY: as above, restoring the mask.
         unsafe { libc::umask(previous) };
-        let listener = listener.map_err(|e| {
-            format!("cannot create the control socket {shown}: {e}; running without one")
-        })?;
-        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        let listener = listener.map_err(|e| cannot("create", &e))?;
+        // What we created, to recognise it at exit: if the entry was already swapped, this is
+        // what took its place in the same directory, and that directory is all we ever touch.
+        let created = stat_at(&dir, &name)
+            .ok()
+            .filter(|stat| stat.st_mode & libc::S_IFMT == libc::S_IFSOCK)
+            .map(|stat| (stat.st_dev, stat.st_ino));
         listener
             .set_nonblocking(true)
-            .map_err(|e| format!("cannot make the control socket {shown} non-blocking: {e}"))?;
+            .map_err(|e| cannot("make non-blocking", &e))?;
         Ok(ControlServer {
             listener,
             path: path.to_path_buf(),
+            dir,
+            name,
+            created,
             // SAFETY: geteuid has no preconditions.
             own_uid: unsafe { libc::geteuid() },
             base,
@@ -293,7 +340,43 @@ impl ControlServer {
 }
 
 impl Drop for ControlServer {
+    /// Removes the socket, but only the very file we bound, in the directory we opened: a
+    /// directory swapped for a symlink, or a socket swapped for another file, is left alone.
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        let ours = stat_at(&self.dir, &self.name)
+            .is_ok_and(|stat| self.created == Some((stat.st_dev, stat.st_ino)));
+        if ours {
+            let _ =
+                nix::unistd::unlinkat(&self.dir, self.name.as_os_str(), UnlinkatFlags::NoRemoveDir);
+        }
+    }
+}
+
+/// `lstat` of `name` in `dir` (a symlink is not followed).
+fn stat_at(dir: &OwnedFd, name: &std::ffi::OsStr) -> nix::Result<libc::stat> {
+    nix::sys::stat::fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)
+}
+
+/// Whether something listens on the socket at `path`, without ever waiting: a non-blocking
+/// connect either completes at once, is refused (a stale file), or finds the backlog full
+/// (`EAGAIN`: someone listens but does not accept; that counts as live, as it may be a busy
+/// simplevisor, and an attacker's socket must not make us wait).
+fn answers(path: &Path) -> bool {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+    let Ok(address) = UnixAddr::new(path) else {
+        return false;
+    };
+    let Ok(fd) = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    ) else {
+        return false;
+    };
+    match connect(fd.as_raw_fd(), &address) {
+        Ok(()) => true,
+        Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINPROGRESS) => true,
+        Err(_) => false,
     }
 }

@@ -5,7 +5,13 @@
 //! - `http`: the same connection, then a minimal `GET` and the status line of the answer;
 //!   passed on 2xx.
 //! - `exec`: a child started by the event loop (with the job's identity and environment,
-//!   output discarded) and reaped by the same reaper; passed when it exits 0.
+//!   output discarded) and reaped by the same reaper; passed when it exits 0. It leads a
+//!   session and process group of its own, which gets `SIGKILL` whenever the check ends
+//!   (passed, failed, timed out, cancelled, at exit), so that nothing it started outlives it;
+//!   while it runs, the group is known to the panic path too. A descendant that makes a session
+//!   of its own (`setsid`) leaves the group: it is killed as well if the check is still running
+//!   when it ends (found by parentage in `/proc`), but not once the check has exited and it was
+//!   re-parented to us: nothing then ties it to the check.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -21,6 +27,7 @@ use nix::sys::socket::{
 use super::machine::JobId;
 use super::reaper;
 use super::termination::Termination;
+use crate::logs::Logger;
 
 /// The most of an HTTP answer read while looking for its status line.
 const MAX_HTTP_HEAD: usize = 8 * 1024;
@@ -62,14 +69,17 @@ pub struct Checks {
     running: HashMap<JobId, Check>,
     /// Exec checks killed by a cancel, reaped without a report.
     cancelled: HashSet<i32>,
+    /// For a kill that failed: processes may be left, which must not go unsaid.
+    logger: Logger,
 }
 
 impl Checks {
-    pub fn new(base: u64) -> Checks {
+    pub fn new(base: u64, logger: Logger) -> Checks {
         Checks {
             base,
             running: HashMap::new(),
             cancelled: HashSet::new(),
+            logger,
         }
     }
 
@@ -128,9 +138,30 @@ impl Checks {
         None
     }
 
-    /// An exec check's child was started.
+    /// An exec check's child was started (leading its own process group).
     pub fn track_exec(&mut self, job: JobId, pid: i32) {
+        reaper::track_group(pid);
         self.running.insert(job, Check::Exec { pid });
+    }
+
+    /// `SIGKILL` to the check's process group (and, while `pid` still runs, to every
+    /// descendant of it, which includes those that left the group): the check is over.
+    fn kill_group(&self, pid: i32, running: bool) {
+        let descendants = if running {
+            descendants_of(pid)
+        } else {
+            Vec::new()
+        };
+        if let Err(e) = reaper::signal_group(pid, libc::SIGKILL) {
+            self.logger.error(&format!(
+                "cannot kill the process group {pid} of a readiness check: {e}; processes it started may be left running"
+            ));
+        }
+        for descendant in descendants {
+            // SAFETY: kill(2); an already gone process is fine (ESRCH).
+            unsafe { libc::kill(descendant, libc::SIGKILL) };
+        }
+        reaper::forget_group(pid);
     }
 
     /// The check socket of `job` is ready: goes on, and ends it when there is an outcome.
@@ -160,6 +191,7 @@ impl Checks {
             return Reaped::NotOurs;
         };
         self.running.remove(&job);
+        self.kill_group(pid, false);
         Reaped::Check(Outcome {
             job,
             passed: how.success(),
@@ -178,7 +210,7 @@ impl Checks {
                 let _ = epoll.delete(socket.as_fd());
             }
             Some(Check::Exec { pid }) => {
-                let _ = reaper::signal_group(pid, libc::SIGKILL);
+                self.kill_group(pid, true);
                 self.cancelled.insert(pid);
             }
             None => {}
@@ -192,6 +224,48 @@ impl Checks {
             self.cancel(job, epoll);
         }
     }
+}
+
+/// Every process below `pid` by parentage, from `/proc` (empty without it).
+fn descendants_of(pid: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut parents: Vec<(i32, i32)> = Vec::new();
+    for entry in entries.flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // Field 4 of stat, after the command name in parentheses (which may hold anything).
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        let parent = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<i32>().ok());
+        if let Some(parent) = parent {
+            parents.push((child, parent));
+        }
+    }
+    let mut found = vec![pid];
+    let mut next = 0;
+    while next < found.len() {
+        let parent = found[next];
+        found.extend(
+            parents
+                .iter()
+                .filter(|&&(_, p)| p == parent)
+                .map(|&(c, _)| c),
+        );
+        next += 1;
+    }
+    found.remove(0);
+    found
 }
 
 /// One step of a connect (and HTTP) check: `Some((passed, detail))` when it is over.

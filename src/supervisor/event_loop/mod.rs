@@ -117,6 +117,7 @@ impl<'a> EventLoop<'a> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
             .map_err(|e| format!("cannot create epoll instance: {e}"))?;
         let pipes = Pipes::new(&epoll, TOKEN_PIPES, output, logger.clone())?;
+
         let add = |fd: std::os::fd::BorrowedFd<'_>, token: u64, what: &str| {
             epoll
                 .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, token))
@@ -137,6 +138,7 @@ impl<'a> EventLoop<'a> {
                 }
             }
         });
+        let checks = Checks::new(CHECKS_BASE, logger.clone());
         let (init, main) = jobs::records(&config);
         let machine = Machine::new(
             init.iter().map(JobRecord::policy).collect(),
@@ -161,7 +163,7 @@ impl<'a> EventLoop<'a> {
             vault: None,
             status: None,
             control,
-            checks: Checks::new(CHECKS_BASE),
+            checks,
         })
     }
 
