@@ -210,33 +210,29 @@ fn a_missing_directory_is_a_fatal_error_at_start() {
     );
 }
 
-/// A tmpfs of 8 KiB, mounted in a mount namespace of simplevisor's own, cannot hold a file of
-/// 64 KiB: `ENOSPC` while writing is a fatal error at start naming the path.
-#[test]
-fn a_full_file_system_is_a_fatal_error_at_start() {
+/// simplevisor started in a mount namespace of its own, with a tmpfs mounted (with `options`)
+/// on `dir` first: the host never sees the mount, and it ends with simplevisor.
+fn start_on_private_tmpfs(
+    config: &Value,
+    env: &[(&str, &str)],
+    dir: &Path,
+    options: &str,
+) -> Option<Supervisor> {
     let unshare_works = harness::is_root()
         && Command::new("unshare")
             .args(["--mount", "true"])
             .status()
             .is_ok_and(|s| s.success());
     if !require("root and unshare --mount", unshare_works) {
-        return;
+        return None;
     }
-    let dir = TempDir::new("files");
-    let path = dir.path().join("big");
     let script = format!(
-        "mount -t tmpfs -o size=8k simplevisor-test '{}' && exec \"$@\"",
-        dir.path().display()
+        "mount -t tmpfs -o {options} simplevisor-test '{}' && exec \"$@\"",
+        dir.display()
     );
-    let config = json!({
-        "env": { "pass": ["PATH"], "vault-replace": ["BIG"] },
-        "files": [{ "path": path, "template": "{{ .BIG }}" }],
-        "jobs": { "main": [{ "name": "app", "cmd": ["echo", "ran"] }] }
-    });
-    let big = "x".repeat(64 * 1024);
-    let mut sv = start_wrapped(
-        &config,
-        &[("BIG", &big)],
+    Some(start_wrapped(
+        config,
+        env,
         &[
             "unshare",
             "--mount",
@@ -247,7 +243,25 @@ fn a_full_file_system_is_a_fatal_error_at_start() {
             &script,
             "sh",
         ],
-    );
+    ))
+}
+
+/// A tmpfs of 8 KiB cannot hold a file of 64 KiB: `ENOSPC` while writing is a fatal error at
+/// start naming the path.
+#[test]
+fn a_full_file_system_is_a_fatal_error_at_start() {
+    let dir = TempDir::new("files");
+    let path = dir.path().join("big");
+    let config = json!({
+        "env": { "pass": ["PATH"], "vault-replace": ["BIG"] },
+        "files": [{ "path": path, "template": "{{ .BIG }}" }],
+        "jobs": { "main": [{ "name": "app", "cmd": ["echo", "ran"] }] }
+    });
+    let big = "x".repeat(64 * 1024);
+    let Some(mut sv) = start_on_private_tmpfs(&config, &[("BIG", &big)], dir.path(), "size=8k")
+    else {
+        return;
+    };
     assert_eq!(sv.wait_exit(secs(10.0)), 1, "{}", sv.dump());
     sv.wait_message(
         "internal",
@@ -259,6 +273,30 @@ fn a_full_file_system_is_a_fatal_error_at_start() {
     );
     assert!(sv.messages("app").is_empty());
     assert!(!all_messages(&sv).iter().any(|m| m.contains("xxxxxxxx")));
+}
+
+#[test]
+fn a_read_only_file_system_is_a_fatal_error_at_start() {
+    let dir = TempDir::new("files");
+    let path = dir.path().join("secret");
+    let config = json!({
+        "env": { "pass": ["PATH"] },
+        "files": [{ "path": path, "template": "value" }],
+        "jobs": { "main": [{ "name": "app", "cmd": ["echo", "ran"] }] }
+    });
+    let Some(mut sv) = start_on_private_tmpfs(&config, &[], dir.path(), "ro") else {
+        return;
+    };
+    assert_eq!(sv.wait_exit(secs(10.0)), 1, "{}", sv.dump());
+    sv.wait_message(
+        "internal",
+        &format!(
+            "cannot write {}: the file system is read-only; choose a writable directory",
+            path.display()
+        ),
+        secs(1.0),
+    );
+    assert!(sv.messages("app").is_empty());
 }
 
 /// The PEM blocks of a file, to compare and to look for in records.

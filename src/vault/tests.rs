@@ -759,3 +759,61 @@ fn leases_fetched_by_a_refresh_still_in_flight_at_stop_are_revoked_too() {
     assert_eq!(bao.lease_count("database/creds/short/"), 0);
     assert!(inbox.drain().is_empty(), "no Refreshed after stop");
 }
+
+/// A certificate's lifetime is a lease that only expires: under `restart` a new certificate
+/// (new serial, its own key) is issued before the old one expires, and nothing is revoked for
+/// it (there is no lease id to give back).
+#[test]
+fn a_certificate_is_issued_anew_before_it_expires_under_restart() {
+    let Some(bao) = Bao::start() else { return };
+    bao.pki("pki", "web", "example.com", "4s");
+    let env = with(bao.env(), &[("VAULT_TOKEN", "root")]);
+    let path = "web/app.example.com";
+    let plan = plan(&[
+        ("CERT", reference(SecretKind::Pki, path, "Certificate")),
+        ("KEY", reference(SecretKind::Pki, path, "PrivateKey")),
+        ("CHAIN", reference(SecretKind::Pki, path, "CAChain")),
+    ]);
+    let restart = VaultSettings {
+        on_lease_expiry: ExpiryPolicy::Restart,
+        ..settings()
+    };
+    let (session, inbox, log) = started(&restart, &env, &plan);
+    let first = session.values().clone();
+    assert!(first["CERT"].starts_with("-----BEGIN CERTIFICATE-----"));
+    assert!(first["KEY"].contains("PRIVATE KEY-----"));
+    assert!(first["CHAIN"].starts_with("-----BEGIN CERTIFICATE-----"));
+    // The renewer thread publishes the lifetimes once it runs.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut lifetimes = session.lifetimes(Instant::now());
+    while lifetimes.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        lifetimes = session.lifetimes(Instant::now());
+    }
+    let (_, left) = lifetimes
+        .iter()
+        .find(|(reference, _)| reference == "pki:web/app.example.com")
+        .unwrap_or_else(|| panic!("{lifetimes:?}"));
+    assert!(
+        left.is_some_and(|left| left <= Duration::from_secs(4)),
+        "{left:?}"
+    );
+    let values = match next_event(&inbox, Duration::from_secs(10)) {
+        Some(VaultEvent::Refreshed { values, .. }) => values,
+        other => panic!(
+            "expected Refreshed, got {other:?}; log {:?}",
+            log.messages()
+        ),
+    };
+    assert_ne!(values["CERT"], first["CERT"], "a new certificate");
+    assert_ne!(values["KEY"], first["KEY"], "with its own key");
+    session.revoke_superseded();
+    stop_now(session);
+    assert_eq!(log.count("revoking the lease"), 0, "{:?}", log.messages());
+    let pem: Vec<&str> = first
+        .values()
+        .chain(values.values())
+        .flat_map(|pem| pem.lines().filter(|line| line.len() > 20))
+        .collect();
+    log.assert_never_shows(&pem);
+}
