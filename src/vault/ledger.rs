@@ -62,6 +62,31 @@ impl Ledger {
 }
 
 impl Ledger {
+    /// Undoes a refresh whose secrets were not used: the current leases (the new ones) are
+    /// taken out, as a ledger of their own to revoke, and those with an id in `previous` are
+    /// current again.
+    pub fn abandon_refresh(&mut self, previous: &[&str]) -> Ledger {
+        let current = HeldToken {
+            value: self.current_token().to_string(),
+            own: false,
+            retired_until: None,
+        };
+        let (new, mut old): (Vec<HeldLease>, Vec<HeldLease>) = std::mem::take(&mut self.leases)
+            .into_iter()
+            .partition(|lease| lease.retired_until.is_none());
+        for lease in &mut old {
+            if previous.contains(&lease.id.as_str()) {
+                lease.retired_until = None;
+            }
+        }
+        self.leases = old;
+        Ledger {
+            tokens: vec![current],
+            leases: new,
+            stopping: false,
+        }
+    }
+
     /// Takes the superseded leases and tokens out of the ledger, as a ledger of their own to
     /// revoke: its first token is the current one (not ours to revoke here, but what the
     /// revocation requests authenticate with).
@@ -166,6 +191,37 @@ mod tests {
             own: true,
             retired_until: None,
         }
+    }
+
+    #[test]
+    fn an_abandoned_refresh_gives_back_the_new_leases_and_keeps_the_old() {
+        let held = |id: &str, retired: bool| HeldLease {
+            id: id.into(),
+            label: format!("db:{id}"),
+            retired_until: retired.then(Instant::now),
+        };
+        let mut ledger = Ledger {
+            tokens: vec![HeldToken {
+                value: "t".into(),
+                own: true,
+                retired_until: None,
+            }],
+            leases: vec![held("old", true), held("older", true), held("new", false)],
+            stopping: false,
+        };
+        let ids = |l: &Ledger| l.leases.iter().map(|x| x.id.clone()).collect::<Vec<_>>();
+        let new = ledger.abandon_refresh(&["old"]);
+        assert_eq!(ids(&new), ["new"]);
+        assert!(
+            !new.tokens[0].own,
+            "the token is not the refresh's to revoke"
+        );
+        assert_eq!(ids(&ledger), ["old", "older"]);
+        assert!(ledger.leases[0].retired_until.is_none(), "current again");
+        assert!(
+            ledger.leases[1].retired_until.is_some(),
+            "an earlier refresh's"
+        );
     }
 
     #[test]

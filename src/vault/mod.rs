@@ -79,7 +79,11 @@ pub enum VaultEvent {
         values: BTreeMap<String, String>,
         injection: VaultInjection,
     },
-    /// A fatal Vault error after start-up (e.g. re-fetch failed): stop and exit 1.
+    /// A rotation could not fetch everything anew: it is abandoned, the old secrets, files
+    /// and leases stay. The text is the record to write (stream 1).
+    RotationFailed(String),
+    /// A fatal Vault error after start-up (e.g. a credential expired for good): stop and
+    /// exit 1.
     Fatal(String),
 }
 
@@ -274,6 +278,18 @@ impl Session {
     /// renewer revokes the leases (and our old token) they replaced, in the background.
     pub fn revoke_superseded(&self) {
         let _ = self.renewer.send(Message::RevokeSuperseded);
+    }
+
+    /// `simplevisor rotate`: the renewer fetches every secret anew; the outcome comes as
+    /// [`VaultEvent::Refreshed`] or [`VaultEvent::RotationFailed`].
+    pub fn rotate(&self) {
+        let _ = self.renewer.send(Message::Rotate);
+    }
+
+    /// The refreshed secrets could not be brought to the jobs: the renewer gives back the new
+    /// leases and keeps the old.
+    pub fn abandon_rotation(&self) {
+        let _ = self.renewer.send(Message::Abandon);
     }
 
     /// Each credential's reference (`token`, `db:app`) and its time left (`None`: it does

@@ -56,7 +56,25 @@ pub struct Renewer<L: Log> {
     outbox: Sender<Message>,
     /// What `status` shows: each credential's reference and when it expires.
     lifetimes: Arc<Mutex<Lifetimes>>,
+    /// The leases a refresh replaced, until the supervisor adopted the new secrets
+    /// ([`Message::RevokeSuperseded`]) or abandoned them ([`Message::Abandon`]).
+    previous: Option<Vec<Kept>>,
+    /// A rotation after an expiry failed: try again at `at`, until what expires is gone.
+    retry: Option<Retry>,
 }
+
+/// The next attempt at a rotation an expiry called for.
+struct Retry {
+    at: Instant,
+    /// When what expires is really gone: past it, the jobs' credentials are dead.
+    until: Instant,
+    what: String,
+    token_expired: bool,
+    token_gone: bool,
+}
+
+/// How long after a failed rotation an expiry's rotation is tried again.
+const ROTATION_RETRY: Duration = Duration::from_secs(5);
 
 /// The token's and each lease's expiry (`None`: never), by reference, for `status`.
 pub type Lifetimes = Vec<(String, Option<Instant>)>;
@@ -67,6 +85,11 @@ pub enum Message {
     Stop,
     /// The main jobs run with the refreshed secrets: give back what they replaced.
     RevokeSuperseded,
+    /// `simplevisor rotate`: fetch every secret anew now.
+    Rotate,
+    /// The refreshed secrets could not be brought to the jobs (a file could not be written):
+    /// give back the new leases and keep the old ones.
+    Abandon,
     /// A renewal sent at `sent` came back.
     Renewal {
         subject: Subject,
@@ -141,6 +164,8 @@ impl<L: Log + Clone> Renewer<L> {
             kept: keep(leases, issued),
             outbox,
             lifetimes,
+            previous: None,
+            retry: None,
         }
     }
 
@@ -176,6 +201,10 @@ impl<L: Log + Clone> Renewer<L> {
             match inbox.recv_timeout(wait) {
                 Err(RecvTimeoutError::Timeout) => {}
                 Ok(Message::RevokeSuperseded) => self.revoke_superseded(),
+                Ok(Message::Rotate) => {
+                    self.rotate("simplevisor rotate", false, false);
+                }
+                Ok(Message::Abandon) => self.abandon(),
                 Ok(Message::Renewal {
                     subject,
                     sent,
@@ -190,6 +219,7 @@ impl<L: Log + Clone> Renewer<L> {
     /// instead of leaving them valid until their max TTL. Only with `revoke-on-exit`: an
     /// operator who keeps leases alive on exit keeps these too.
     fn revoke_superseded(&mut self) {
+        self.previous = None;
         if !self.settings.revoke_on_exit {
             return;
         }
@@ -227,13 +257,17 @@ impl<L: Log + Clone> Renewer<L> {
             .kept
             .iter()
             .filter_map(|k| k.life.as_ref().map(|life| wake_at(life, k.in_flight)));
-        token.into_iter().chain(leases).min()
+        let retry = self.retry.as_ref().map(|retry| retry.at);
+        token.into_iter().chain(leases).chain(retry).min()
     }
 
     /// Does whatever is due now: sends the renewals that are due, then acts on at most one
     /// expiry.
     fn tick(&mut self) {
         let now = Instant::now();
+        if self.retry.as_ref().is_some_and(|retry| retry.at <= now) {
+            self.retry_rotation(now);
+        }
         let mut expired = None;
         if let Some(life) = &self.token_life {
             match life.due(now) {
@@ -407,21 +441,120 @@ impl<L: Log + Clone> Renewer<L> {
                 self.log
                     .info(&format!("vault: {what} {how}; fetching every secret anew"));
                 let token_expired = matches!(expired, Expired::Token);
-                match self.refresh(token_expired, token_expired && ending == Ending::Revoked) {
-                    Ok((values, injection)) => {
-                        self.log.info("vault: fetched every secret anew");
-                        self.events
-                            .send(VaultEvent::Refreshed { values, injection });
-                    }
-                    Err(message) if lock(&self.ledger).stopping => {
-                        self.log.info(&format!("vault: {message}"));
-                    }
-                    Err(message) => {
-                        self.log.error(&format!("vault: {message}"));
-                        self.events.send(VaultEvent::Fatal(message));
-                    }
+                let until = self.expiry_of(&expired);
+                if !self.rotate(
+                    &what,
+                    token_expired,
+                    token_expired && ending == Ending::Revoked,
+                ) && !lock(&self.ledger).stopping
+                {
+                    self.retry = Some(Retry {
+                        at: crate::time::from_now(ROTATION_RETRY),
+                        until,
+                        what,
+                        token_expired,
+                        token_gone: token_expired && ending == Ending::Revoked,
+                    });
                 }
             }
+        }
+    }
+
+    /// When what `expired` names is really gone (now, for something Vault said is gone).
+    fn expiry_of(&self, expired: &Expired) -> Instant {
+        let now = Instant::now();
+        match expired {
+            Expired::Token => now,
+            Expired::Lease(label) => self
+                .kept
+                .iter()
+                .find(|k| &k.lease.label == label)
+                .and_then(|k| k.expires_at)
+                .unwrap_or(now),
+        }
+    }
+
+    /// A rotation: fetches everything anew and hands the values to the supervisor, or
+    /// abandons it with everything as it was (a record on stream 1). `false` when abandoned.
+    fn rotate(&mut self, why: &str, token_expired: bool, token_gone: bool) -> bool {
+        match self.refresh(token_expired, token_gone) {
+            Ok((values, injection)) => {
+                self.retry = None;
+                self.log.info(&format!(
+                    "vault: fetched every secret anew ({} value(s)) for a rotation ({why})",
+                    values.len()
+                ));
+                self.events
+                    .send(VaultEvent::Refreshed { values, injection });
+                true
+            }
+            Err(message) if lock(&self.ledger).stopping => {
+                self.log.info(&format!("vault: {message}"));
+                false
+            }
+            Err(message) => {
+                // The supervisor writes the record (stream 1).
+                self.events.send(VaultEvent::RotationFailed(format!(
+                    "rotation abandoned ({why}): {message}; the jobs keep the secrets, files and leases they have"
+                )));
+                false
+            }
+        }
+    }
+
+    /// Another attempt at the rotation an expiry called for; past the expiry itself, the
+    /// jobs' credentials are dead: a fatal error.
+    fn retry_rotation(&mut self, now: Instant) {
+        let Some(retry) = self.retry.take() else {
+            return;
+        };
+        if now >= retry.until {
+            self.events.send(VaultEvent::Fatal(format!(
+                "{} expired and could not be fetched anew; stopping",
+                retry.what
+            )));
+            return;
+        }
+        if !self.rotate(&retry.what, retry.token_expired, retry.token_gone)
+            && !lock(&self.ledger).stopping
+        {
+            self.retry = Some(Retry {
+                at: later_of(now, ROTATION_RETRY),
+                ..retry
+            });
+        }
+    }
+
+    /// The supervisor could not use the refreshed secrets: revoke the new leases, keep the
+    /// old ones as they were.
+    fn abandon(&mut self) {
+        let Some(previous) = self.previous.take() else {
+            return;
+        };
+        let ids: Vec<&str> = previous.iter().map(|k| k.lease.id.as_str()).collect();
+        let new = lock(&self.ledger).abandon_refresh(&ids);
+        self.kept = previous;
+        self.give_back(new, "the leases of an abandoned rotation");
+    }
+
+    /// Revokes `ledger` on a thread of its own: a Vault that hangs must not hold up expiry.
+    fn give_back(&self, ledger: Ledger, what: &str) {
+        if !self.settings.revoke_on_exit || ledger.leases.is_empty() {
+            return;
+        }
+        let client = self.client.clone();
+        let log = self.log.clone();
+        let spawned = std::thread::Builder::new()
+            .name("vault-revoke".into())
+            .stack_size(super::RENEWER_STACK)
+            .spawn(move || {
+                let deadline = crate::time::from_now(client.request_timeout());
+                revoke_all(&client, &ledger, deadline, &log);
+            });
+        if let Err(error) = spawned {
+            self.log.error(&format!(
+                "vault: cannot start a thread to revoke {what}: {error}; they expire at their TTL"
+            ));
         }
     }
 
@@ -491,37 +624,47 @@ impl<L: Log + Clone> Renewer<L> {
             &mut leases,
             &self.log,
         );
-        {
-            let expiry: BTreeMap<&str, Instant> = self
-                .kept
-                .iter()
-                .filter_map(|k| {
-                    let expiry = k.life.as_ref().map(Tracked::expires_at).or(k.expires_at)?;
-                    Some((k.lease.id.as_str(), expiry))
-                })
-                .collect();
-            let mut ledger = lock(&self.ledger);
-            if ledger.stopping {
-                // Session::stop has already revoked what it knew of: these are ours to give back.
-                let late = Ledger {
-                    // Used to revoke the leases; the token itself is Session::stop's business.
-                    tokens: vec![HeldToken {
-                        value: self.token.clone(),
-                        own: false,
-                        retired_until: None,
-                    }],
-                    leases: leases.iter().map(held).collect(),
-                    stopping: true,
-                };
-                drop(ledger);
+        let expiry: BTreeMap<String, Instant> = self
+            .kept
+            .iter()
+            .filter_map(|k| {
+                let expiry = k.life.as_ref().map(Tracked::expires_at).or(k.expires_at)?;
+                Some((k.lease.id.clone(), expiry))
+            })
+            .collect();
+        let mut ledger = lock(&self.ledger);
+        if ledger.stopping || result.is_err() {
+            // Stopping: Session::stop has already revoked what it knew of. Failed: the old
+            // leases stay. Either way what was fetched is ours to give back.
+            let stopping = ledger.stopping;
+            drop(ledger);
+            let fetched = Ledger {
+                // Used to revoke the leases; the token itself is not given back here.
+                tokens: vec![HeldToken {
+                    value: self.token.clone(),
+                    own: false,
+                    retired_until: None,
+                }],
+                leases: leases.iter().map(held).collect(),
+                stopping: true,
+            };
+            if stopping {
                 let deadline = crate::time::from_now(self.client.request_timeout());
-                revoke_all(&self.client, &late, deadline, &self.log);
+                revoke_all(&self.client, &fetched, deadline, &self.log);
                 return Err("stopped while fetching anew".into());
             }
-            ledger.retire_leases(|id| expiry.get(id).copied());
-            ledger.leases.extend(leases.iter().map(held));
+            self.give_back(fetched, "the leases fetched before the failure");
+            return Err(match result {
+                Err(message) => message,
+                Ok(_) => "fetching anew failed".into(),
+            });
         }
-        self.kept = keep(leases, issued);
+        ledger.retire_leases(|id| expiry.get(id).copied());
+        ledger.leases.extend(leases.iter().map(held));
+        drop(ledger);
+        // Kept until the supervisor adopted the new secrets or gave them up.
+        let previous = std::mem::replace(&mut self.kept, keep(leases, issued));
+        self.previous = Some(previous);
         let values = result?;
         let injection = VaultInjection {
             token: self.token.clone(),
@@ -529,6 +672,11 @@ impl<L: Log + Clone> Renewer<L> {
         };
         Ok((values, injection))
     }
+}
+
+/// `at` + `delay`, saturating.
+fn later_of(at: Instant, delay: Duration) -> Instant {
+    crate::time::later(at, delay)
 }
 
 fn keep(leases: Vec<Lease>, issued: Instant) -> Vec<Kept> {

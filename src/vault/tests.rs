@@ -572,12 +572,23 @@ fn a_broken_vault_sees_a_bounded_request_rate_until_the_renewer_gives_up() {
     // at 5 s, the new login is retried with backoff for 3 s, then the renewer reports failure.
     front.set_broken(true);
     let before = front.requests();
+    // The rotation is abandoned (nothing changes), tried again, and once the token is gone
+    // for good, that is fatal.
     match next_event(&inbox, Duration::from_secs(12)) {
-        Some(VaultEvent::Fatal(message)) => {
+        Some(VaultEvent::RotationFailed(message)) => {
             assert!(
                 message.contains("logging in again with AppRole at auth/approle failed"),
                 "{message}"
             )
+        }
+        other => panic!(
+            "expected RotationFailed, got {other:?}; log {:?}",
+            log.messages()
+        ),
+    }
+    match next_event(&inbox, Duration::from_secs(12)) {
+        Some(VaultEvent::Fatal(message)) => {
+            assert!(message.contains("token expired"), "{message}")
         }
         other => panic!("expected Fatal, got {other:?}; log {:?}", log.messages()),
     }

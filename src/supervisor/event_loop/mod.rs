@@ -482,23 +482,47 @@ impl<'a> EventLoop<'a> {
                     status: 1,
                 },
                 VaultEvent::Fatal(reason) => Event::Fatal { reason, status: 1 },
+                VaultEvent::RotationFailed(reason) => Event::RotationAbandoned { reason },
                 VaultEvent::Refreshed { values, injection } => {
-                    let injection = self.config.env.vault_token.then_some(injection);
-                    match (self.build_env)(&values, injection.as_ref()) {
-                        Ok(env) => {
-                            self.env = env;
-                            Event::RollingRestart
+                    match self.renew_environment(&values, injection) {
+                        Ok(()) => Event::RollingRestart,
+                        Err(reason) => {
+                            if let Some(link) = &self.vault {
+                                link.session.abandon_rotation();
+                            }
+                            Event::RotationAbandoned {
+                                reason: format!(
+                                    "rotation abandoned: {reason}; the jobs keep the secrets, files and leases they have"
+                                ),
+                            }
                         }
-                        Err(message) => Event::Fatal {
-                            reason: format!("cannot rebuild the job environment: {message}"),
-                            status: 1,
-                        },
                     }
                 }
             };
             let actions = self.machine.handle(event, Instant::now());
             self.execute(actions);
         }
+    }
+
+    /// A rotation's new values: every file is written anew and the environment rebuilt, or
+    /// nothing changes (a file that cannot be written replaces none).
+    fn renew_environment(
+        &mut self,
+        values: &BTreeMap<String, String>,
+        injection: VaultInjection,
+    ) -> Result<(), String> {
+        let injection = self.config.env.vault_token.then_some(injection);
+        let env = (self.build_env)(values, injection.as_ref())
+            .map_err(|message| format!("cannot rebuild the job environment: {message}"))?;
+        let files = &self.config.files;
+        crate::files::prepare(files, values)?.commit()?;
+        self.logger.info(&format!(
+            "rotation: {} secret value(s) fetched anew, {} file(s) rewritten",
+            values.len(),
+            files.len()
+        ));
+        self.env = env;
+        Ok(())
     }
 
     /// Starts the readiness check of `job`; an outcome when it ended at once.

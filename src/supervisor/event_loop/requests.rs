@@ -65,7 +65,7 @@ impl EventLoop<'_> {
                 None => refusal(2, &format!("unknown signal {signal}")),
             },
             Request::Reload => self.reload(),
-            Request::Rotate => refusal(1, "rotate is not available yet"),
+            Request::Rotate => self.rotate(),
         }
     }
 
@@ -129,6 +129,26 @@ impl EventLoop<'_> {
         self.config = new;
         self.execute(reloaded.actions);
         json!({"ok": true, "lines": reloaded.lines})
+    }
+}
+
+impl EventLoop<'_> {
+    /// `rotate`: the renewer fetches every secret anew; the rest follows its answer.
+    fn rotate(&mut self) -> Value {
+        let Some(link) = &self.vault else {
+            return refusal(
+                1,
+                "nothing to rotate: simplevisor fetched no secret from Vault and holds no token (or runs with --no-vault)",
+            );
+        };
+        if let Err(refused) = self.machine.begin_rotation() {
+            return refused_answer(&refused);
+        }
+        link.session.rotate();
+        let line = "rotation begun: fetching every secret anew";
+        self.logger
+            .info(&format!("rotation: {line} (simplevisor rotate)"));
+        json!({"ok": true, "lines": [line]})
     }
 }
 

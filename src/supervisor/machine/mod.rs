@@ -118,6 +118,8 @@ pub enum Event {
     Fatal { reason: String, status: u8 },
     /// The job environment was rebuilt: restart running main jobs one at a time.
     RollingRestart,
+    /// A rotation could not fetch its secrets or write its files: nothing changed.
+    RotationAbandoned { reason: String },
     /// The readiness check asked for by [`Action::RunCheck`] finished; `detail` says why it
     /// failed.
     CheckDone {
@@ -304,6 +306,8 @@ pub struct Machine {
     rolling_queue: VecDeque<JobId>,
     /// The job whose rolling restart is under way: the next waits until it is up.
     rolling_turn: Option<JobId>,
+    /// A rotation under way (from `rotate` until its last job is done).
+    rotation: Option<rolling::Rotation>,
     orphans: OrphanLog,
     backoff: BackoffSettings,
     shutdown_delay: Duration,
@@ -326,6 +330,7 @@ impl Machine {
             phase: Phase::Vault,
             rolling_queue: VecDeque::new(),
             rolling_turn: None,
+            rotation: None,
             orphans: OrphanLog::default(),
             backoff,
             shutdown_delay: Duration::ZERO,
@@ -417,6 +422,7 @@ impl Machine {
                 }
             }
             Event::RollingRestart => self.on_rolling_restart(now, &mut actions),
+            Event::RotationAbandoned { reason } => self.on_rotation_abandoned(reason, &mut actions),
             Event::CheckDone {
                 job,
                 passed,

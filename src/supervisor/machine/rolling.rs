@@ -5,21 +5,47 @@
 
 use std::time::Instant;
 
-use super::{Action, JobId, Machine, Phase, Run};
+use super::{Action, JobId, Machine, Phase, Refusal, Run};
+
+/// What a rotation did so far, for the record at its end.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rotation {
+    restarted: u32,
+    signalled: u32,
+}
 
 impl Machine {
-    /// A rotation is under way (its jobs are not all restarted yet).
+    /// A rotation is under way: its secrets are being fetched, or its jobs are not all
+    /// restarted yet.
     pub fn rotating(&self) -> bool {
-        self.rolling_turn.is_some() || !self.rolling_queue.is_empty()
+        self.rotation.is_some() || self.rolling_turn.is_some() || !self.rolling_queue.is_empty()
+    }
+
+    /// `simplevisor rotate`: refused before the main phase, during a shutdown or another
+    /// rotation; else the rotation has begun (its secrets are fetched elsewhere).
+    pub fn begin_rotation(&mut self) -> Result<(), Refusal> {
+        self.refuse_unless_main_phase()?;
+        if self.rotating() {
+            return Err(Refusal::refused("a rotation is already under way"));
+        }
+        self.rotation = Some(Rotation::default());
+        Ok(())
+    }
+
+    pub(super) fn on_rotation_abandoned(&mut self, reason: String, actions: &mut Vec<Action>) {
+        self.rotation = None;
+        actions.push(Action::Error(reason));
     }
 
     pub(super) fn on_rolling_restart(&mut self, now: Instant, actions: &mut Vec<Action>) {
         if self.phase != Phase::Main {
+            self.rotation = None;
             return;
         }
         self.rolling_queue = self.main.iter().copied().collect();
+        self.rotation = Some(Rotation::default());
         actions.push(Action::Info(
-            "environment renewed; restarting main jobs one by one".into(),
+            "rotation: new environment and files; restarting main jobs one by one (or sending their reload-signal)".into(),
         ));
         if self.rolling_turn.is_none() {
             self.continue_rolling(now, actions);
@@ -51,13 +77,24 @@ impl Machine {
                     pgid: pid,
                     signal,
                 });
+                if let Some(rotation) = &mut self.rotation {
+                    rotation.signalled += 1;
+                }
                 continue;
+            }
+            if let Some(rotation) = &mut self.rotation {
+                rotation.restarted += 1;
             }
             entry.in_rolling_restart = true;
             self.rolling_turn = Some(job);
             self.stop_job(job, now, actions);
             return;
         }
+        let done = self.rotation.take().unwrap_or_default();
+        actions.push(Action::Info(format!(
+            "rotation done: {} job(s) restarted, {} sent their reload-signal",
+            done.restarted, done.signalled
+        )));
         actions.push(Action::RollingRestartDone);
     }
 
@@ -79,6 +116,7 @@ impl Machine {
 
     /// A shutdown ends any rotation in progress.
     pub(super) fn end_rolling(&mut self) {
+        self.rotation = None;
         self.rolling_queue.clear();
         self.rolling_turn = None;
         for job in self.jobs.values_mut() {
