@@ -104,7 +104,20 @@ fn rotate_renews_files_and_environment_one_job_at_a_time() {
             .iter()
             .all(|n| job(s, n)["state"] == "running")
     });
-    let server_pid = job(&status(&socket), "server")["pid"].clone();
+    let before = status(&socket);
+    let server_pid = job(&before, "server")["pid"].clone();
+    let listed: Vec<&str> = before["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        listed,
+        [pw.to_str().unwrap(), cert.to_str().unwrap()],
+        "status lists the files"
+    );
+    assert!(before["files"][0]["written_at"].as_u64().unwrap() > 1_600_000_000);
     let first_serial = serial(&cert);
     let first_pem = std::fs::read_to_string(&cert).unwrap();
     assert_eq!(std::fs::read_to_string(&pw).unwrap(), "first-password");

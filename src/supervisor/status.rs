@@ -85,6 +85,14 @@ pub struct LeaseStatus {
     pub ttl_left: Option<Duration>,
 }
 
+/// A file simplevisor wrote (`files`), and when it last wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileStatus {
+    pub path: String,
+    /// Unix time in whole seconds.
+    pub written_at: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     /// `init`, `main`, `shutdown-delay`, `stopping` or `done`.
@@ -93,6 +101,7 @@ pub struct Snapshot {
     pub not_ready: Option<String>,
     pub jobs: Vec<JobStatus>,
     pub vault: Vec<LeaseStatus>,
+    pub files: Vec<FileStatus>,
 }
 
 impl Snapshot {
@@ -140,6 +149,10 @@ impl Snapshot {
             "not_ready_reason": self.not_ready,
             "jobs": jobs,
             "vault_leases": leases,
+            "files": self.files.iter().map(|file| json!({
+                "path": file.path,
+                "written_at": file.written_at,
+            })).collect::<Vec<Value>>(),
         })
     }
 
@@ -232,6 +245,13 @@ impl Snapshot {
                 }
             );
         }
+        for file in &self.files {
+            let _ = writeln!(
+                out,
+                "file {}: written at {} (Unix time)",
+                file.path, file.written_at
+            );
+        }
         out
     }
 }
@@ -279,6 +299,10 @@ mod tests {
                 reference: "db:app".into(),
                 ttl_left: Some(Duration::from_secs(125)),
             }],
+            files: vec![FileStatus {
+                path: "/run/secrets/db".into(),
+                written_at: 1_700_000_000,
+            }],
         }
     }
 
@@ -298,7 +322,8 @@ mod tests {
                      "uptime_seconds": null, "restarts": 3, "last_exit": {"signal": "KILL"},
                      "next_start_in_seconds": 3.95, "ready_check_error": null}
                 ],
-                "vault_leases": [{"reference": "db:app", "ttl_seconds": 125}]
+                "vault_leases": [{"reference": "db:app", "ttl_seconds": 125}],
+                "files": [{"path": "/run/secrets/db", "written_at": 1_700_000_000}]
             })
         );
     }
@@ -321,5 +346,9 @@ mod tests {
             "web      main  backoff (4s left)  -    -       3         signal KILL"
         );
         assert_eq!(lines[4], "vault db:app: 125s left");
+        assert_eq!(
+            lines[5],
+            "file /run/secrets/db: written at 1700000000 (Unix time)"
+        );
     }
 }

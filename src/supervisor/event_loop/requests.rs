@@ -14,7 +14,7 @@ use crate::signals;
 
 use super::super::jobs::{self, JobRecord};
 use super::super::machine::{Command, Refusal, ReloadSettings};
-use super::super::status::LeaseStatus;
+use super::super::status::{FileStatus, LeaseStatus};
 use super::EventLoop;
 
 impl EventLoop<'_> {
@@ -45,6 +45,15 @@ impl EventLoop<'_> {
                         })
                         .collect();
                 }
+                snapshot.files = crate::files::status()
+                    .into_iter()
+                    .map(|(path, at)| FileStatus {
+                        path: path.display().to_string(),
+                        written_at: at
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_secs()),
+                    })
+                    .collect();
                 json!({"ok": true, "status": snapshot.to_json(), "table": snapshot.to_table()})
             }
             Request::Health { live: true } => json!({"ok": true}),

@@ -10,7 +10,7 @@ use super::super::status::{JobState, JobStatus, LastExit, Snapshot};
 use super::{Job, Machine, Phase, Run, Termination};
 
 impl Machine {
-    /// What `status` shows (without Vault, which the caller adds).
+    /// What `status` shows (without Vault and files, which the caller adds).
     pub fn snapshot(&self, now: Instant) -> Snapshot {
         Snapshot {
             phase: self.phase_name(),
@@ -21,6 +21,7 @@ impl Machine {
                 .map(|id| job_status(&self.jobs[&id], now))
                 .collect(),
             vault: Vec::new(),
+            files: Vec::new(),
         }
     }
 
