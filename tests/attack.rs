@@ -597,3 +597,73 @@ path "sys/internal/ui/mounts/*" { capabilities = ["read"] }"#,
         sv.dump()
     );
 }
+
+/// A client of the allowed uid keeps every slot taken and connects in a loop: the refusals
+/// make at most one record a second, with the count.
+#[test]
+fn refused_connections_make_at_most_one_record_a_second() {
+    let dir = TempDir::new("attack-flood");
+    let socket = dir.path().join("sv.sock");
+    let mut sv = start(
+        r#"{"jobs": {"main": [{"name": "web", "cmd": ["sleep", "100"]}]}}"#,
+        &socket,
+    );
+    wait_status(&socket, "web running", |s| state_of(s, "web") == "running");
+    let flood_for = secs(3.0);
+    let started = Instant::now();
+    let mut holders: Vec<UnixStream> = Vec::new();
+    let mut refreshed = started - secs(1.0);
+    let mut attempts = 0u64;
+    while started.elapsed() < flood_for {
+        // Idle connections are cut after a second: take every slot again, often.
+        if refreshed.elapsed() > secs(0.3) {
+            holders.clear();
+            holders.extend((0..40).filter_map(|_| UnixStream::connect(&socket).ok()));
+            refreshed = Instant::now();
+        }
+        if UnixStream::connect(&socket).is_ok() {
+            attempts += 1;
+        }
+    }
+    drop(holders);
+    let flood_secs = started.elapsed().as_secs_f64();
+    let is_refusal = |r: &Value| {
+        r["process"] == "internal"
+            && r["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("too many connections at once"))
+    };
+    // The summary of the last second comes a second after the flood.
+    std::thread::sleep(Duration::from_millis(1500));
+    sv.signal(libc::SIGTERM);
+    assert_eq!(sv.wait_exit(secs(10.0)), 0);
+    let records: Vec<&str> = sv
+        .seen
+        .iter()
+        .filter(|r| is_refusal(r))
+        .filter_map(|r| r["message"].as_str())
+        .collect();
+    let closed: u64 = records
+        .iter()
+        .map(|m| {
+            if m.contains("one was closed") {
+                1
+            } else {
+                m.split("); ")
+                    .nth(1)
+                    .and_then(|rest| rest.split(' ').next())
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| panic!("no count in {m:?}"))
+            }
+        })
+        .sum();
+    assert!(
+        records.len() as f64 <= flood_secs + 2.0,
+        "{} records in {flood_secs:.1}s ({attempts} connections): {records:?}",
+        records.len()
+    );
+    assert!(
+        closed > 100,
+        "{closed} refusals counted of {attempts} connections: {records:?}"
+    );
+}
