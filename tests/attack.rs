@@ -667,3 +667,58 @@ fn refused_connections_make_at_most_one_record_a_second() {
         "{closed} refusals counted of {attempts} connections: {records:?}"
     );
 }
+
+/// What held in the attack, kept: an idle client and a slow one are cut after a second, and
+/// a huge request is refused as too long without being read whole.
+#[test]
+fn idle_slow_and_huge_requests_are_cut_short() {
+    let dir = TempDir::new("attack-slow");
+    let socket = dir.path().join("sv.sock");
+    let mut sv = start(
+        r#"{"jobs": {"main": [{"name": "web", "cmd": ["sleep", "100"]}]}}"#,
+        &socket,
+    );
+    wait_status(&socket, "web running", |s| state_of(s, "web") == "running");
+
+    let idle = UnixStream::connect(&socket).unwrap();
+    idle.set_read_timeout(Some(secs(5.0))).unwrap();
+    let began = Instant::now();
+    let mut answer = Vec::new();
+    let _ = (&idle).read_to_end(&mut answer);
+    assert!(
+        answer.is_empty() && began.elapsed() < secs(2.0),
+        "idle: {:?}",
+        began.elapsed()
+    );
+
+    let mut slow = UnixStream::connect(&socket).unwrap();
+    let began = Instant::now();
+    while slow.write_all(b" ").is_ok() && began.elapsed() < secs(5.0) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(began.elapsed() < secs(2.5), "slow: {:?}", began.elapsed());
+
+    let huge = UnixStream::connect(&socket).unwrap();
+    huge.set_read_timeout(Some(secs(5.0))).unwrap();
+    let writer = huge.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let block = vec![b'x'; 1024 * 1024];
+        for _ in 0..10 {
+            if (&writer).write_all(&block).is_err() {
+                break;
+            }
+        }
+    });
+    let mut answer = String::new();
+    let _ = (&huge).read_to_string(&mut answer);
+    drop(huge);
+    sender.join().unwrap();
+    let answer: Value = serde_json::from_str(&answer).unwrap_or_else(|_| panic!("{answer:?}"));
+    assert_eq!(answer["code"], 2, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("too long"),
+        "{answer}"
+    );
+    sv.signal(libc::SIGTERM);
+    assert_eq!(sv.wait_exit(secs(5.0)), 0);
+}
