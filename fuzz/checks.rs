@@ -3,7 +3,7 @@
 //!
 //! This file is compiled twice: by each fuzz target (`fuzz/fuzz_targets/*.rs`) and by the stable
 //! replay test (`tests/fuzz_corpora.rs`), both with `#[path]`. It only uses what both have:
-//! `simplevisor` and `serde_json`.
+//! `simplevisor`, `serde` and `serde_json`.
 
 // Each fuzz target uses one of the checks.
 #![allow(dead_code)]
@@ -13,6 +13,7 @@ use std::path::Path;
 
 use serde_json::Value;
 use simplevisor::config::{self, Config, ConfigError, EnvSettings, JobKind, LogFormat};
+use simplevisor::control::protocol::{JobCommand, Request};
 use simplevisor::environment;
 use simplevisor::identity::UserDb;
 use simplevisor::logs::MAX_MESSAGE;
@@ -680,5 +681,107 @@ fn check_record(out: &[u8], process: &str, time: u64, stream: u8, chunk: &[u8], 
             String::from_utf8_lossy(chunk).as_ref(),
             "the message does not round-trip"
         ),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// control: one request line of the control socket, `control::protocol::Request::parse`.
+// ---------------------------------------------------------------------------------------------
+
+/// The top-level keys of a JSON object in the order written, duplicates included; `None` when
+/// the input is not a JSON object.
+fn top_level_keys(data: &[u8]) -> Option<Vec<String>> {
+    struct Keys;
+    impl<'de> serde::de::Visitor<'de> for Keys {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Vec<String>, A::Error> {
+            let mut keys = Vec::new();
+            while let Some(key) = map.next_key::<String>()? {
+                map.next_value::<serde::de::IgnoredAny>()?;
+                keys.push(key);
+            }
+            Ok(keys)
+        }
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(data);
+    let keys = serde::Deserializer::deserialize_map(&mut deserializer, Keys).ok()?;
+    deserializer.end().ok()?;
+    Some(keys)
+}
+
+/// The request an independent reading of the protocol makes of `data`, or `None` when it must
+/// be refused: a JSON object, each key once, `command` a known name, only the keys that command
+/// takes, each of its type (`live` a boolean, `signal` a string, `jobs` a non-empty list of
+/// strings).
+fn expected_request(data: &[u8]) -> Option<Request> {
+    let keys = top_level_keys(data)?;
+    let unique: std::collections::BTreeSet<&String> = keys.iter().collect();
+    if unique.len() != keys.len() {
+        return None;
+    }
+    let value: Value = serde_json::from_slice(data).ok()?;
+    let command = value.get("command")?.as_str()?;
+    let takes: &[&str] = match command {
+        "status" | "reload" | "rotate" => &["command"],
+        "health" => &["command", "live"],
+        "signal" => &["command", "signal", "jobs"],
+        "restart" | "stop" | "start" => &["command", "jobs"],
+        _ => return None,
+    };
+    if keys.iter().any(|k| !takes.contains(&k.as_str())) {
+        return None;
+    }
+    let jobs = || -> Option<Vec<String>> {
+        let list = value.get("jobs")?.as_array()?;
+        let names: Option<Vec<String>> = list
+            .iter()
+            .map(|v| v.as_str().map(str::to_string))
+            .collect();
+        names.filter(|n| !n.is_empty())
+    };
+    Some(match command {
+        "status" => Request::Status,
+        "reload" => Request::Reload,
+        "rotate" => Request::Rotate,
+        "health" => Request::Health {
+            live: match value.get("live") {
+                None => false,
+                Some(live) => live.as_bool()?,
+            },
+        },
+        "signal" => Request::Signal {
+            signal: value.get("signal")?.as_str()?.to_string(),
+            jobs: jobs()?,
+        },
+        other => Request::Jobs {
+            command: JobCommand::parse(other)?,
+            jobs: jobs()?,
+        },
+    })
+}
+
+pub fn control(data: &[u8]) {
+    let parsed = Request::parse(data);
+    assert_eq!(parsed, Request::parse(data), "parsing is deterministic");
+    match (&parsed, expected_request(data)) {
+        (Ok(request), Some(expected)) => {
+            assert_eq!(request, &expected, "read differently");
+            let again = Request::parse(request.to_json().to_string().as_bytes());
+            assert_eq!(again.as_ref(), Ok(request), "a request does not round-trip");
+            assert!(!request.describe().is_empty());
+        }
+        (Err(error), None) => {
+            assert!(!error.is_empty(), "a refusal without a reason");
+            // Names and keys are quoted with a limit: a huge request makes a short answer.
+            assert!(error.len() <= 1024, "a refusal of {} bytes", error.len());
+        }
+        (Ok(request), None) => panic!("accepted what must be refused: {request:?}"),
+        (Err(error), Some(expected)) => panic!("refused {expected:?}: {error}"),
     }
 }

@@ -3,6 +3,7 @@
 //! files. Each test is the regression test of one finding (docs/reliability.md).
 
 mod harness;
+mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -448,4 +449,276 @@ fn a_panic_kills_the_process_group_of_a_running_exec_check() {
         left.is_empty(),
         "the check's group outlived a panic: {left:?}"
     );
+}
+
+/// Runs the binary with `args` and `env`, killing it (and failing) if it takes longer than
+/// `limit`; its exit status and its output, stdout and stderr together.
+fn bounded(args: &[&str], env: &[(&str, &str)], limit: Duration) -> (i32, String) {
+    use std::process::Stdio;
+    let dir = TempDir::new("attack-bounded");
+    let out = dir.path().join("out");
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("err")).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("simplevisor {args:?} still ran after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let text = std::fs::read_to_string(&out).unwrap()
+        + &std::fs::read_to_string(dir.path().join("err")).unwrap();
+    (status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn bad_credential_files_fail_check_and_run_at_once_naming_the_file() {
+    let dir = TempDir::new("attack-credentials");
+    let fifo = dir.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let sparse = dir.path().join("sparse");
+    std::fs::File::create(&sparse)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let crlf = dir.path().join("crlf");
+    std::fs::write(&crlf, "s.first-half\r\nX-Injected: 1\n").unwrap();
+    let cases = [
+        (PathBuf::from("/dev/zero"), "is a device"),
+        (fifo, "is a FIFO"),
+        (sparse, "larger than 64 KiB"),
+        (crlf, "control character"),
+    ];
+    let auths = [
+        ("token-file", serde_json::json!({"method": "token"})),
+        ("secret-id-file", serde_json::json!({"method": "approle"})),
+        (
+            "jwt-file",
+            serde_json::json!({"method": "jwt", "role": "app"}),
+        ),
+        (
+            "jwt-file",
+            serde_json::json!({"method": "kubernetes", "role": "app"}),
+        ),
+    ];
+    for (file, why) in &cases {
+        for (key, auth) in &auths {
+            let mut auth = auth.clone();
+            auth[key] = Value::String(file.display().to_string());
+            let config = serde_json::json!({
+                "env": {"vault-replace": ["K"]},
+                "jobs": {"main": [{"cmd": ["sleep", "100"]}]},
+                "vault": {"auth": auth, "startup-timeout": "60s"}
+            });
+            let path = dir.path().join("simplevisor.json");
+            std::fs::write(&path, config.to_string()).unwrap();
+            let env = [
+                ("VAULT_ADDR", "http://127.0.0.1:1"),
+                ("VAULT_ROLE_ID", "role"),
+                ("K", "secret:app:key"),
+            ];
+            let named = format!("vault.auth.{key} {}: ", file.display());
+            for command in ["check", "run"] {
+                let (code, out) = bounded(
+                    &[command, "--config", path.to_str().unwrap()],
+                    &env,
+                    secs(5.0),
+                );
+                assert_ne!(code, 0, "{command} {key} {}: {out}", file.display());
+                assert!(
+                    out.contains(&named) && out.contains(why),
+                    "{command} {key} {}: {out}",
+                    file.display()
+                );
+                assert!(!out.contains("first-half"), "the content is never shown");
+            }
+        }
+    }
+}
+
+/// A credential file that turns bad while simplevisor runs (a FIFO in place of the token
+/// file) makes the next login fail at once, like any failed login, instead of hanging.
+#[test]
+fn a_bad_credential_file_at_a_re_login_is_a_failed_login() {
+    let Some(bao) = support::bao::Bao::start() else {
+        return;
+    };
+    bao.kv("kv", 2);
+    bao.kv_put("kv", 2, "app", serde_json::json!({"key": "kv-value"}));
+    bao.policy(
+        "app",
+        r#"path "kv/data/*" { capabilities = ["read"] }
+path "sys/internal/ui/mounts/*" { capabilities = ["read"] }"#,
+    );
+    let dir = TempDir::new("attack-relogin");
+    let token_file = dir.path().join("vault-token");
+    let token = bao.token(&["app"], "6s", "1h");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let config = serde_json::json!({
+        "env": {"pass": ["PATH", "K"], "vault-replace": ["K"]},
+        "jobs": {"main": [{"name": "app", "cmd": ["sh", "-c", "echo up; exec sleep 100"]}]},
+        "vault": {
+            "auth": {"method": "token", "token-file": token_file},
+            "on-lease-expiry": "restart",
+            "startup-timeout": "60s"
+        }
+    });
+    let mut env = bao.env();
+    env.push(("K".into(), "secret:app:key".into()));
+    let mut sv = harness::start_with_env(&config, &env);
+    sv.wait_message("app", "up", secs(15.0));
+    std::fs::remove_file(&token_file).unwrap();
+    nix::unistd::mkfifo(&token_file, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    bao.api(
+        "POST",
+        "auth/token/revoke",
+        serde_json::json!({ "token": token }),
+    );
+    assert_eq!(sv.wait_exit(secs(20.0)), 1, "{}", sv.dump());
+    let expected = format!("vault.auth.token-file {}: is a FIFO", token_file.display());
+    assert!(
+        sv.messages("internal")
+            .iter()
+            .any(|m| m.contains(&expected)),
+        "{}",
+        sv.dump()
+    );
+}
+
+/// A client of the allowed uid keeps every slot taken and connects in a loop: the refusals
+/// make at most one record a second, with the count.
+#[test]
+fn refused_connections_make_at_most_one_record_a_second() {
+    let dir = TempDir::new("attack-flood");
+    let socket = dir.path().join("sv.sock");
+    let mut sv = start(
+        r#"{"jobs": {"main": [{"name": "web", "cmd": ["sleep", "100"]}]}}"#,
+        &socket,
+    );
+    wait_status(&socket, "web running", |s| state_of(s, "web") == "running");
+    let flood_for = secs(3.0);
+    let started = Instant::now();
+    let mut holders: Vec<UnixStream> = Vec::new();
+    let mut refreshed = started - secs(1.0);
+    let mut attempts = 0u64;
+    while started.elapsed() < flood_for {
+        // Idle connections are cut after a second: take every slot again, often.
+        if refreshed.elapsed() > secs(0.3) {
+            holders.clear();
+            holders.extend((0..40).filter_map(|_| UnixStream::connect(&socket).ok()));
+            refreshed = Instant::now();
+        }
+        if UnixStream::connect(&socket).is_ok() {
+            attempts += 1;
+        }
+    }
+    drop(holders);
+    let flood_secs = started.elapsed().as_secs_f64();
+    let is_refusal = |r: &Value| {
+        r["process"] == "internal"
+            && r["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("too many connections at once"))
+    };
+    // The summary of the last second comes a second after the flood.
+    std::thread::sleep(Duration::from_millis(1500));
+    sv.signal(libc::SIGTERM);
+    assert_eq!(sv.wait_exit(secs(10.0)), 0);
+    let records: Vec<&str> = sv
+        .seen
+        .iter()
+        .filter(|r| is_refusal(r))
+        .filter_map(|r| r["message"].as_str())
+        .collect();
+    let closed: u64 = records
+        .iter()
+        .map(|m| {
+            if m.contains("one was closed") {
+                1
+            } else {
+                m.split("); ")
+                    .nth(1)
+                    .and_then(|rest| rest.split(' ').next())
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| panic!("no count in {m:?}"))
+            }
+        })
+        .sum();
+    assert!(
+        records.len() as f64 <= flood_secs + 2.0,
+        "{} records in {flood_secs:.1}s ({attempts} connections): {records:?}",
+        records.len()
+    );
+    assert!(
+        closed > 100,
+        "{closed} refusals counted of {attempts} connections: {records:?}"
+    );
+}
+
+/// What held in the attack, kept: an idle client and a slow one are cut after a second, and
+/// a huge request is refused as too long without being read whole.
+#[test]
+fn idle_slow_and_huge_requests_are_cut_short() {
+    let dir = TempDir::new("attack-slow");
+    let socket = dir.path().join("sv.sock");
+    let mut sv = start(
+        r#"{"jobs": {"main": [{"name": "web", "cmd": ["sleep", "100"]}]}}"#,
+        &socket,
+    );
+    wait_status(&socket, "web running", |s| state_of(s, "web") == "running");
+
+    let idle = UnixStream::connect(&socket).unwrap();
+    idle.set_read_timeout(Some(secs(5.0))).unwrap();
+    let began = Instant::now();
+    let mut answer = Vec::new();
+    let _ = (&idle).read_to_end(&mut answer);
+    assert!(
+        answer.is_empty() && began.elapsed() < secs(2.0),
+        "idle: {:?}",
+        began.elapsed()
+    );
+
+    let mut slow = UnixStream::connect(&socket).unwrap();
+    let began = Instant::now();
+    while slow.write_all(b" ").is_ok() && began.elapsed() < secs(5.0) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(began.elapsed() < secs(2.5), "slow: {:?}", began.elapsed());
+
+    let huge = UnixStream::connect(&socket).unwrap();
+    huge.set_read_timeout(Some(secs(5.0))).unwrap();
+    let writer = huge.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let block = vec![b'x'; 1024 * 1024];
+        for _ in 0..10 {
+            if (&writer).write_all(&block).is_err() {
+                break;
+            }
+        }
+    });
+    let mut answer = String::new();
+    let _ = (&huge).read_to_string(&mut answer);
+    drop(huge);
+    sender.join().unwrap();
+    let answer: Value = serde_json::from_str(&answer).unwrap_or_else(|_| panic!("{answer:?}"));
+    assert_eq!(answer["code"], 2, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("too long"),
+        "{answer}"
+    );
+    sv.signal(libc::SIGTERM);
+    assert_eq!(sv.wait_exit(secs(5.0)), 0);
 }

@@ -66,3 +66,8 @@ fn template_corpus() {
 fn framing_corpus() {
     replay("framing", checks::framing);
 }
+
+#[test]
+fn control_corpus() {
+    replay("control", checks::control);
+}

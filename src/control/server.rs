@@ -27,6 +27,40 @@ const DEADLINE: Duration = Duration::from_secs(1);
 /// Connections open at once; more are closed at once.
 const MAX_CONNECTIONS: usize = 32;
 
+/// At most one record per this long for each kind of refused connection.
+const RECORD_EVERY: Duration = Duration::from_secs(1);
+
+/// Refused connections, counted so that a client connecting in a loop cannot flood the log:
+/// the first after a quiet second is recorded at once, those within the next second are
+/// summed up in one record when it is over. Pure: the caller passes the time.
+#[derive(Debug, Default)]
+struct Refusals {
+    pending: u64,
+    quiet_until: Option<Instant>,
+}
+
+impl Refusals {
+    /// One more refusal at `now`: how many to record now, if a record is due.
+    fn refused(&mut self, now: Instant) -> Option<u64> {
+        self.pending += 1;
+        self.tick(now)
+    }
+
+    /// How many to record now, once the quiet second is over and some are pending.
+    fn tick(&mut self, now: Instant) -> Option<u64> {
+        if self.pending == 0 || self.quiet_until.is_some_and(|until| now < until) {
+            return None;
+        }
+        self.quiet_until = Some(later(now, RECORD_EVERY));
+        Some(std::mem::take(&mut self.pending))
+    }
+
+    /// When a pending summary is due.
+    fn due(&self) -> Option<Instant> {
+        (self.pending > 0).then_some(self.quiet_until).flatten()
+    }
+}
+
 /// A request to answer, from connection `slot`, by a peer with uid `uid`.
 pub struct Incoming {
     pub slot: usize,
@@ -60,6 +94,11 @@ pub struct ControlServer {
     /// Epoll token of connection slot 0; slot `n` is `base + n`.
     base: u64,
     connections: Vec<Option<Connection>>,
+    /// Connections closed at once because every slot was taken.
+    over_limit: Refusals,
+    /// Peers refused for their uid, and the last such uid.
+    wrong_uid: Refusals,
+    last_wrong_uid: u32,
 }
 
 impl ControlServer {
@@ -147,6 +186,9 @@ impl ControlServer {
             own_uid: unsafe { libc::geteuid() },
             base,
             connections: Vec::new(),
+            over_limit: Refusals::default(),
+            wrong_uid: Refusals::default(),
+            last_wrong_uid: 0,
         })
     }
 
@@ -188,13 +230,15 @@ impl ControlServer {
             };
             let refused = uid != self.own_uid && uid != 0;
             if refused {
-                records.push(format!(
-                    "control socket: refused a peer with uid {uid} (only uid {} and root are served)",
-                    self.own_uid
-                ));
+                self.last_wrong_uid = uid;
+                if let Some(count) = self.wrong_uid.refused(now) {
+                    records.push(self.wrong_uid_record(count));
+                }
             }
             let Some(slot) = self.free_slot() else {
-                records.push("control socket: too many connections at once; one was closed".into());
+                if let Some(count) = self.over_limit.refused(now) {
+                    records.push(over_limit_record(count));
+                }
                 continue;
             };
             if stream.set_nonblocking(true).is_err()
@@ -219,6 +263,18 @@ impl ControlServer {
             });
         }
         records
+    }
+
+    fn wrong_uid_record(&self, count: u64) -> String {
+        let (uid, own) = (self.last_wrong_uid, self.own_uid);
+        match count {
+            1 => format!(
+                "control socket: refused a peer with uid {uid} (only uid {own} and root are served)"
+            ),
+            n => format!(
+                "control socket: refused {n} peers in the last second, the last with uid {uid} (only uid {own} and root are served)"
+            ),
+        }
     }
 
     fn free_slot(&mut self) -> Option<usize> {
@@ -320,8 +376,9 @@ impl ControlServer {
         }
     }
 
-    /// Closes connections past their deadline.
-    pub fn expire(&mut self, now: Instant, epoll: &Epoll) {
+    /// Closes connections past their deadline. Returns the records that are due (summaries
+    /// of refused connections).
+    pub fn expire(&mut self, now: Instant, epoll: &Epoll) -> Vec<String> {
         for slot in 0..self.connections.len() {
             if self.connections[slot]
                 .as_ref()
@@ -330,12 +387,35 @@ impl ControlServer {
                 self.close(slot, epoll);
             }
         }
+        let mut records = Vec::new();
+        if let Some(count) = self.over_limit.tick(now) {
+            records.push(over_limit_record(count));
+        }
+        if let Some(count) = self.wrong_uid.tick(now) {
+            records.push(self.wrong_uid_record(count));
+        }
+        records
     }
 
-    /// The earliest connection deadline: only while connections are open, so an idle
-    /// supervisor has no timer.
+    /// The earliest deadline: of a connection, or of a summary of refusals; only while there
+    /// is one, so an idle supervisor has no timer.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.connections.iter().flatten().map(|c| c.deadline).min()
+        let connections = self.connections.iter().flatten().map(|c| c.deadline);
+        connections
+            .chain(self.over_limit.due())
+            .chain(self.wrong_uid.due())
+            .min()
+    }
+}
+
+fn over_limit_record(count: u64) -> String {
+    match count {
+        1 => format!(
+            "control socket: too many connections at once (at most {MAX_CONNECTIONS}); one was closed"
+        ),
+        n => format!(
+            "control socket: too many connections at once (at most {MAX_CONNECTIONS}); {n} were closed in the last second"
+        ),
     }
 }
 
@@ -378,5 +458,40 @@ fn answers(path: &Path) -> bool {
         Ok(()) => true,
         Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINPROGRESS) => true,
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_make_at_most_one_record_a_second_with_the_count() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut refusals = Refusals::default();
+        assert_eq!(refusals.due(), None);
+        assert_eq!(refusals.refused(at(0)), Some(1), "the first at once");
+        for ms in 1..1000 {
+            assert_eq!(refusals.refused(at(ms)), None);
+        }
+        assert_eq!(refusals.due(), Some(at(1000)));
+        assert_eq!(refusals.tick(at(999)), None);
+        assert_eq!(
+            refusals.tick(at(1000)),
+            Some(999),
+            "then the sum, a second later"
+        );
+        assert_eq!(
+            refusals.tick(at(5000)),
+            None,
+            "nothing pending, nothing said"
+        );
+        assert_eq!(refusals.due(), None);
+        assert_eq!(
+            refusals.refused(at(5000)),
+            Some(1),
+            "after a quiet second, at once"
+        );
     }
 }

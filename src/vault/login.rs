@@ -221,18 +221,76 @@ impl Credentials {
     }
 }
 
+/// The largest credential file read: far above any token, secret id or JWT, and small
+/// enough that a file pointed at `/dev/zero` or a huge sparse file costs nothing.
+pub const MAX_CREDENTIAL_FILE: u64 = 64 * 1024;
+
 /// The content of a credential file, without surrounding white space (a trailing newline is
 /// common). Errors name the file and the `vault.auth` key, never the content.
 fn read_credential(key: &str, file: &Path) -> Result<String, RequestError> {
-    let text = std::fs::read_to_string(file).map_err(|e| {
-        RequestError::Credential(format!("vault.auth.{key} {}: {e}", file.display()))
-    })?;
+    read_credential_file(file)
+        .map_err(|e| RequestError::Credential(format!("vault.auth.{key} {}: {e}", file.display())))
+}
+
+/// Reads a credential file without ever blocking or taking more than
+/// [`MAX_CREDENTIAL_FILE`] bytes: it is opened non-blocking (a FIFO cannot hold us), and must
+/// be a regular file (symlinks are followed, as Kubernetes projects its tokens through them)
+/// of at most that size. The credential is what is left once surrounding white space is
+/// trimmed; one that still holds a control character (a line break inside, a NUL) is refused,
+/// since no token, secret id or JWT has one and Vault would only refuse it after retries.
+/// The error says what is wrong, without the path and never with the content.
+pub fn read_credential_file(file: &Path) -> Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(file)
+        .map_err(|e| e.to_string())?;
+    let meta = opened.metadata().map_err(|e| e.to_string())?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_char_device() || kind.is_block_device() {
+            "a device"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        return Err(format!("is {what}; a credential must be in a regular file"));
+    }
+    let too_large = || {
+        format!(
+            "the file is larger than {} KiB; a credential file holds one token, secret id or JWT",
+            MAX_CREDENTIAL_FILE / 1024
+        )
+    };
+    if meta.len() > MAX_CREDENTIAL_FILE {
+        return Err(too_large());
+    }
+    // The file may grow after the fstat: never read more than the limit and one byte.
+    let mut bytes = Vec::new();
+    opened
+        .take(MAX_CREDENTIAL_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_CREDENTIAL_FILE {
+        return Err(too_large());
+    }
+    let text = String::from_utf8(bytes).map_err(|_| "the file is not text (UTF-8)".to_string())?;
     let text = text.trim();
     if text.is_empty() {
-        return Err(RequestError::Credential(format!(
-            "vault.auth.{key} {}: the file is empty",
-            file.display()
-        )));
+        return Err("the file is empty".into());
+    }
+    if text.chars().any(char::is_control) {
+        return Err(
+            "the credential holds a control character (a line break, a NUL) inside; the file must hold one credential on one line"
+                .into(),
+        );
     }
     Ok(text.to_string())
 }
@@ -510,6 +568,52 @@ mod tests {
         let err = settings(cert.clone(), &[]).err().unwrap();
         assert!(err[0].contains("VAULT_CLIENT_CERT"), "{err:?}");
         assert!(settings(cert, &[("VAULT_CLIENT_CERT", "/c.pem")]).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn credential_files_are_bounded_regular_files_holding_one_line() {
+        let dir = std::env::temp_dir().join(format!("sv-credential-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, content: &[u8]| {
+            let path = dir.join(name);
+            std::fs::write(&path, content).unwrap();
+            path
+        };
+        let read = |path: &Path| read_credential_file(path);
+        assert_eq!(read(&write("ok", b"\t s.abc \r\n")), Ok("s.abc".into()));
+        let at_limit = write("limit", &vec![b'a'; MAX_CREDENTIAL_FILE as usize]);
+        assert_eq!(read(&at_limit).map(|t| t.len()), Ok(64 * 1024));
+        let over = write("over", &vec![b'a'; MAX_CREDENTIAL_FILE as usize + 1]);
+        assert!(read(&over).unwrap_err().contains("larger than 64 KiB"));
+        assert!(
+            read(&write("crlf", b"s.abc\r\nX-Injected: 1\n"))
+                .unwrap_err()
+                .contains("control character")
+        );
+        assert!(
+            read(&write("nul", b"s.a\0bc"))
+                .unwrap_err()
+                .contains("control character")
+        );
+        assert!(
+            read(&write("binary", b"\xff\xfe"))
+                .unwrap_err()
+                .contains("not text")
+        );
+        assert!(read(&dir).unwrap_err().contains("is a directory"));
+        assert!(
+            read(Path::new("/dev/zero"))
+                .unwrap_err()
+                .contains("is a device")
+        );
+        let fifo = dir.join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(read(&fifo).unwrap_err().contains("is a FIFO"));
+        // Symlinks are followed (Kubernetes projects tokens through them).
+        let link = dir.join("link");
+        std::os::unix::fs::symlink(dir.join("ok"), &link).unwrap();
+        assert_eq!(read(&link), Ok("s.abc".into()));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -201,7 +201,9 @@ impl<'a> EventLoop<'a> {
                 }
             }
             if let Some(control) = &mut self.control {
-                control.expire(Instant::now(), &self.epoll);
+                for record in control.expire(Instant::now(), &self.epoll) {
+                    self.logger.error(&record);
+                }
             }
             self.probe_groups();
             let actions = self.machine.handle(Event::Tick, Instant::now());
