@@ -4,16 +4,11 @@
 
 mod harness;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use harness::{TempDir, is_root, require};
+use harness::{TempDir, is_root, require, static_binary};
 use serde_json::Value;
-
-fn static_binary() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target/x86_64-unknown-linux-gnu/release/simplevisor")
-}
 
 /// Whether an ELF file asks for a program interpreter (a dynamic loader).
 fn has_interpreter(elf: &[u8]) -> bool {

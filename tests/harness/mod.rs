@@ -354,3 +354,11 @@ pub fn processes_with(marker: &str) -> Vec<i32> {
 pub fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s)
 }
+
+/// The static release binary `scripts/build-static` makes for this machine (x86_64 or arm64).
+pub fn static_binary() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
+        "target/{}-unknown-linux-gnu/release/simplevisor",
+        std::env::consts::ARCH
+    ))
+}
