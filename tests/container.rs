@@ -1,9 +1,9 @@
 //! simplevisor as the entrypoint of a real container runtime: Podman (as root, with `runc`)
-//! runs a `FROM scratch` image holding only the static binary, a static busybox for the jobs'
-//! shell, `/etc/passwd`, `/etc/group` and the example configuration. What `unshare` cannot
-//! show is checked here: the runtime's own stop clock and `SIGKILL`, its log driver reading our
-//! stdout, its health checks, a read-only root, a non-root user, and catatonit (`--init`) as
-//! PID 1 above us.
+//! builds examples/Dockerfile's `FROM scratch` image (the static binary, a static busybox for
+//! the jobs' shell, `/etc/passwd`, `/etc/group`, examples/scratch.json) and runs it. What
+//! `unshare` cannot show is checked here: the runtime's own stop clock and `SIGKILL`, its log
+//! driver reading our stdout, its health checks, a read-only root, a non-root user, and
+//! catatonit (`--init`) as PID 1 above us.
 //!
 //! One image is built for all scenarios, which run in sequence in one test; every container
 //! and the image are removed at the end, also when a scenario fails.
@@ -11,7 +11,6 @@
 mod harness;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -72,7 +71,7 @@ struct Image {
     _context: TempDir,
 }
 
-/// Scenario configurations, copied into the image under /configs/.
+/// Scenario configurations, mounted at /configs.
 const CONFIGS: &[(&str, &str)] = &[
     (
         "signals.json",
@@ -89,7 +88,7 @@ const CONFIGS: &[(&str, &str)] = &[
         "health.json",
         r#"{"env": {"pass": ["PATH"]}, "restart-backoff": {"initial": "1m", "max": "1m"},
             "jobs": {"main": [{"name": "web", "cmd": ["/bin/busybox", "sleep", "1000"],
-              "ready": {"exec": ["/bin/busybox", "test", "-e", "/tmp/ready"], "interval": "200ms"}}]}}"#,
+              "ready": {"exec": ["/bin/busybox", "test", "-e", "/run/ready"], "interval": "200ms"}}]}}"#,
     ),
     (
         "unprivileged.json",
@@ -111,48 +110,63 @@ const CONFIGS: &[(&str, &str)] = &[
 ];
 
 impl Image {
-    /// The example image (examples/Dockerfile's last stage, built from local files instead of
-    /// registry images) plus the scenario configurations.
+    /// The example image: examples/Dockerfile's last stage, with its three named stages
+    /// supplied from local files (`--build-context`; the tests have no registry): the static
+    /// binary, the users and the site, and a static busybox.
     fn build() -> Image {
         let context = TempDir::new("image");
-        let root = context.path();
-        std::fs::copy(static_binary(), root.join("simplevisor")).unwrap();
-        std::fs::create_dir_all(root.join("bin")).unwrap();
-        std::fs::copy(BUSYBOX, root.join("bin/busybox")).unwrap();
-        for dir in ["etc", "www", "run", "tmp", "configs"] {
-            std::fs::create_dir_all(root.join(dir)).unwrap();
-        }
+        let dir = |name: &str| {
+            let path = context.path().join(name);
+            std::fs::create_dir_all(&path).unwrap();
+            path
+        };
+        std::fs::copy(static_binary(), dir("build").join("simplevisor")).unwrap();
+        std::fs::copy(BUSYBOX, dir("app/bin").join("busybox")).unwrap();
+        dir("users/etc");
+        dir("users/www");
+        dir("users/empty-run");
         context.write(
-            "etc/passwd",
+            "users/etc/passwd",
             "root:x:0:0:root:/root:/sbin/nologin\napp:x:1000:1000::/www:/sbin/nologin\n",
         );
-        context.write("etc/group", "root:x:0:\napp:x:1000:\n");
-        context.write("www/index.html", "hello from simplevisor\n");
-        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/scratch.json");
-        std::fs::copy(example, root.join("simplevisor.json")).unwrap();
+        context.write("users/etc/group", "root:x:0:\napp:x:1000:\n");
+        context.write("users/www/index.html", "hello from simplevisor\n");
         for (name, config) in CONFIGS {
+            dir("configs");
             context.write(&format!("configs/{name}"), config);
         }
-        context.write(
-            "Containerfile",
-            "FROM scratch\n\
-             COPY etc /etc\nCOPY www /www\nCOPY run /run\nCOPY tmp /tmp\nCOPY bin /bin\n\
-             COPY configs /configs\nCOPY simplevisor simplevisor.json /\n\
-             EXPOSE 8080\nENTRYPOINT [\"/simplevisor\"]\n",
-        );
         let name = format!("localhost/{}", unique("image"));
+        let stage = |stage: &str| format!("{stage}={}", context.path().join(stage).display());
+        let (build, users, app) = (stage("build"), stage("users"), stage("app"));
         let image = Image {
             name,
             _context: context,
         };
+        let repository = env!("CARGO_MANIFEST_DIR");
         podman_ok(&[
             "build",
             "--quiet",
+            "--file",
+            &format!("{repository}/examples/Dockerfile"),
+            "--build-context",
+            &build,
+            "--build-context",
+            &users,
+            "--build-context",
+            &app,
             "--tag",
             &image.name,
-            image._context.path().to_str().unwrap(),
+            repository,
         ]);
         image
+    }
+
+    /// The scenario configurations, mounted at /configs.
+    fn configs(&self) -> String {
+        format!(
+            "{}:/configs:ro",
+            self._context.path().join("configs").display()
+        )
     }
 }
 
@@ -181,6 +195,8 @@ impl Container {
             "--network",
             "none",
         ]);
+        let configs = image.configs();
+        argv.extend(["--volume", &configs]);
         argv.extend(options);
         argv.push(&image.name);
         argv.extend(args);
@@ -295,6 +311,15 @@ fn secs(s: f64) -> Duration {
 /// The example image as shipped (examples/scratch.json): records through `podman logs`, and
 /// `podman stop` with the example's `shutdown-delay`.
 fn example_records_and_stop(image: &Image) {
+    // Where the example's configuration is meant to be checked: in the image.
+    let check = Container::run(image, &[], &["check", "--no-vault"]);
+    let code = podman_ok(&["wait", &check.name]);
+    assert_eq!(
+        code.trim(),
+        "0",
+        "{}",
+        text(&podman(&["logs", &check.name]).stderr)
+    );
     let c = Container::run(image, &[], &[]);
     c.wait_record("internal", "job web is ready", secs(20.0));
     let out = c.exec(
@@ -429,7 +454,7 @@ fn health_check(image: &Image) {
     assert!(!check(), "healthy before the job is ready");
     assert_eq!(status(), "starting");
     assert!(
-        c.exec(&[], &[BUSYBOX, "touch", "/tmp/ready"])
+        c.exec(&[], &[BUSYBOX, "touch", "/run/ready"])
             .status
             .success()
     );
