@@ -68,7 +68,7 @@ fn unique(label: &str) -> String {
 /// The image, removed on drop.
 struct Image {
     name: String,
-    _context: TempDir,
+    context: TempDir,
 }
 
 /// Scenario configurations, mounted at /configs.
@@ -110,18 +110,16 @@ const CONFIGS: &[(&str, &str)] = &[
 ];
 
 impl Image {
-    /// The example image: examples/Dockerfile's last stage, with its three named stages
-    /// supplied from local files (`--build-context`; the tests have no registry): the static
-    /// binary, the users and the site, and a static busybox.
-    fn build() -> Image {
-        let context = TempDir::new("image");
+    /// The example image: examples/Dockerfile's last stage, with its named stages supplied
+    /// from local files (`--build-context`; the tests have no registry): the static binary,
+    /// the users and the site, and a static busybox.
+    fn example() -> Image {
+        let context = Image::stages();
         let dir = |name: &str| {
             let path = context.path().join(name);
             std::fs::create_dir_all(&path).unwrap();
             path
         };
-        std::fs::copy(static_binary(), dir("build").join("simplevisor")).unwrap();
-        std::fs::copy(BUSYBOX, dir("app/bin").join("busybox")).unwrap();
         dir("users/etc");
         dir("users/www");
         dir("users/empty-run");
@@ -131,42 +129,58 @@ impl Image {
         );
         context.write("users/etc/group", "root:x:0:\napp:x:1000:\n");
         context.write("users/www/index.html", "hello from simplevisor\n");
+        dir("configs");
         for (name, config) in CONFIGS {
-            dir("configs");
             context.write(&format!("configs/{name}"), config);
         }
-        let name = format!("localhost/{}", unique("image"));
-        let stage = |stage: &str| format!("{stage}={}", context.path().join(stage).display());
-        let (build, users, app) = (stage("build"), stage("users"), stage("app"));
-        let image = Image {
-            name,
-            _context: context,
-        };
+        Image::build("examples/Dockerfile", context, &["build", "users", "app"])
+    }
+
+    /// The image of examples/kubernetes/ (its Dockerfile, stages supplied as for the example).
+    fn kubernetes() -> Image {
+        let context = Image::stages();
+        Image::build("examples/kubernetes/Dockerfile", context, &["build", "app"])
+    }
+
+    /// A directory with the stages both Dockerfiles share: `build` (the static binary) and
+    /// `app` (a static busybox).
+    fn stages() -> TempDir {
+        let context = TempDir::new("image");
+        for dir in ["build", "app/bin"] {
+            std::fs::create_dir_all(context.path().join(dir)).unwrap();
+        }
+        std::fs::copy(static_binary(), context.path().join("build/simplevisor")).unwrap();
+        std::fs::copy(BUSYBOX, context.path().join("app/bin/busybox")).unwrap();
+        context
+    }
+
+    /// `podman build` of `dockerfile` (relative to the repository, which is the build context)
+    /// with each of `stages` taken from the directory of that name in `context`.
+    fn build(dockerfile: &str, context: TempDir, stages: &[&str]) -> Image {
         let repository = env!("CARGO_MANIFEST_DIR");
-        podman_ok(&[
-            "build",
-            "--quiet",
-            "--file",
-            &format!("{repository}/examples/Dockerfile"),
-            "--build-context",
-            &build,
-            "--build-context",
-            &users,
-            "--build-context",
-            &app,
-            "--tag",
-            &image.name,
-            repository,
-        ]);
+        let file = format!("{repository}/{dockerfile}");
+        let stages: Vec<String> = stages
+            .iter()
+            .map(|stage| format!("{stage}={}", context.path().join(stage).display()))
+            .collect();
+        let image = Image {
+            name: format!("localhost/{}", unique("image")),
+            context,
+        };
+        let mut argv = vec!["build", "--quiet", "--file", &file, "--tag", &image.name];
+        for stage in &stages {
+            argv.extend(["--build-context", stage]);
+        }
+        argv.push(repository);
+        podman_ok(&argv);
         image
     }
 
-    /// The scenario configurations, mounted at /configs.
-    fn configs(&self) -> String {
-        format!(
-            "{}:/configs:ro",
-            self._context.path().join("configs").display()
-        )
+    /// The scenario configurations to mount at /configs, if this image has them.
+    fn configs(&self) -> Option<String> {
+        let dir = self.context.path().join("configs");
+        dir.exists()
+            .then(|| format!("{}:/configs:ro", dir.display()))
     }
 }
 
@@ -196,7 +210,9 @@ impl Container {
             "none",
         ]);
         let configs = image.configs();
-        argv.extend(["--volume", &configs]);
+        if let Some(configs) = &configs {
+            argv.extend(["--volume", configs]);
+        }
         argv.extend(options);
         argv.push(&image.name);
         argv.extend(args);
@@ -535,6 +551,39 @@ fn exit_status(image: &Image, init: bool) {
     position(&records, "internal", "simplevisor exits with status 7");
 }
 
+/// The image of examples/kubernetes/ run as its Deployment runs it (uid 10001, read-only
+/// root, the control socket on a tmpfs where the Deployment has an emptyDir, the same
+/// arguments), without Vault: the layout under /app works and the probes answer.
+fn kubernetes_example() {
+    let image = Image::kubernetes();
+    let c = Container::run(
+        &image,
+        &[
+            "--read-only",
+            "--read-only-tmpfs=false",
+            "--tmpfs",
+            "/run/simplevisor:rw,mode=0755,U",
+            "--user",
+            "10001",
+        ],
+        &["run", "--config", "/simplevisor.json"],
+    );
+    c.wait_record("internal", "job web is ready", secs(20.0));
+    let records = c.records();
+    position(&records, "migrate", "migrations applied");
+    position(&records, "internal", "job migrate exited with status 0");
+    for probe in [&["health"][..], &["health", "--live"]] {
+        let mut command = vec!["/simplevisor"];
+        command.extend(probe);
+        command.extend(["--socket", "/run/simplevisor/control.sock"]);
+        let out = c.exec(&[], &command);
+        assert!(out.status.success(), "{probe:?}: {}", text(&out.stderr));
+    }
+    let (took, code) = c.stop(25);
+    assert_eq!(code, 0, "{}", c.logs());
+    assert!(took < secs(20.0), "took {took:?}");
+}
+
 #[test]
 fn simplevisor_in_podman() {
     let present = is_root() && podman_present() && static_busybox() && static_binary().exists();
@@ -545,7 +594,7 @@ fn simplevisor_in_podman() {
     ) {
         return;
     }
-    let image = Image::build();
+    let image = Image::example();
     type Scenario<'a> = (&'a str, Box<dyn Fn() + 'a>);
     let scenarios: Vec<Scenario> = vec![
         ("example", Box::new(|| example_records_and_stop(&image))),
@@ -563,6 +612,7 @@ fn simplevisor_in_podman() {
         ("read-only", Box::new(|| read_only_and_unprivileged(&image))),
         ("exit status", Box::new(|| exit_status(&image, false))),
         ("exit status --init", Box::new(|| exit_status(&image, true))),
+        ("kubernetes", Box::new(kubernetes_example)),
     ];
     // Every scenario runs, so that one failure does not hide another.
     let failed: Vec<&str> = scenarios
