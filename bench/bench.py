@@ -25,7 +25,7 @@ import threading
 
 RUNS = int(os.environ.get("RUNS", "5"))
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SV = os.environ.get("SIMPLEVISOR", os.path.join(ROOT, "target/x86_64-unknown-linux-gnu/release/simplevisor"))
+SV = os.environ.get("SIMPLEVISOR", os.path.join(ROOT, f"target/{os.uname().machine}-unknown-linux-gnu/release/simplevisor"))
 BAO = os.environ.get("BAO", os.path.join(ROOT, ".venv/bin/bao"))
 SUPERVISORD = os.environ.get("SUPERVISORD", os.path.join(ROOT, ".tmp/bench-venv/bin/supervisord"))
 ROWS = []

@@ -10,9 +10,11 @@ pub fn parse_name(name: &str) -> Option<Signal> {
     Signal::iterator().find(|s| s.as_str().strip_prefix("SIG") == Some(bare))
 }
 
-/// The names accepted for `kill-signal`, for error messages.
+/// The names accepted for `kill-signal`, for error messages: every signal but `STOP`, which
+/// only pauses a job (the configuration check rejects it).
 pub fn valid_names() -> Vec<&'static str> {
     Signal::iterator()
+        .filter(|s| *s != Signal::SIGSTOP)
         .map(|s| s.as_str().strip_prefix("SIG").unwrap_or(s.as_str()))
         .collect()
 }
@@ -92,6 +94,9 @@ mod tests {
         assert_eq!(parse_name("TERMINATE"), None);
         assert_eq!(parse_name(""), None);
         assert!(valid_names().contains(&"HUP"));
+        assert!(valid_names().contains(&"KILL"));
+        // Rejected by the configuration check, so not offered as valid either.
+        assert!(!valid_names().contains(&"STOP"));
     }
 
     #[test]

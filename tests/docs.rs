@@ -8,7 +8,12 @@
 //!   [`exercise_readme_command`] documents (a command it does not know fails the test);
 //! - every relative link in README.md, CHANGELOG.md and docs/*.md, and every `examples/...`
 //!   path named in a file under examples/, resolves to a file inside the repository (and a
-//!   `#fragment` to a heading of the linked page).
+//!   `#fragment` to a heading of the linked page);
+//! - claims of the prose that were once false stay true: the signals that are not forwarded
+//!   (alike on every page, and as src/signals.rs has them), the keys docs/migrating.md calls
+//!   new, the JSON nesting limit of docs/logging.md, what a client of another uid sees
+//!   (docs/operations.md), every unusable Vault setting reported at once (docs/vault.md), the
+//!   image recipes and Kubernetes examples; and no page names an issue number.
 //!
 //! The users and groups a configuration's `run-as` names must exist: as root, this test creates
 //! the missing ones; otherwise the configuration is skipped with a notice, or fails under
@@ -590,4 +595,336 @@ fn the_parsers_find_what_they_should() {
         [(6, "x.md#b".to_string()), (7, "y.md".to_string())]
     );
     assert!(anchors(md).contains("a-heading-with-code"));
+}
+
+// Claims of the prose, each kept true by a test.
+
+/// Every run of white space as one space, so that a sentence wrapped over lines reads whole.
+fn flattened(path: &str) -> String {
+    let text = std::fs::read_to_string(Path::new(ROOT).join(path)).unwrap();
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The code spans of `text`, in order.
+fn code_spans(text: &str) -> Vec<&str> {
+    text.split('`').skip(1).step_by(2).collect()
+}
+
+/// The signals named in the `Not forwarded:` sentence of `path`.
+fn not_forwarded_in(path: &str) -> BTreeSet<String> {
+    let text = flattened(path);
+    let Some((_, rest)) = text.split_once("Not forwarded: ") else {
+        panic!("{path}: no sentence starting `Not forwarded:`");
+    };
+    let sentence = rest.split(". ").next().unwrap_or(rest);
+    code_spans(sentence)
+        .into_iter()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_signals_not_forwarded_are_listed_alike_and_as_the_code_has_them() {
+    // The code's list: the signals it never reads, plus those it acts on itself.
+    let code = std::fs::read_to_string(Path::new(ROOT).join("src/signals.rs")).unwrap();
+    let unhandled = code
+        .split_once("const UNHANDLED")
+        .and_then(|(_, rest)| rest.split_once("];"))
+        .map(|(list, _)| list)
+        .expect("src/signals.rs: const UNHANDLED");
+    let mut expected: BTreeSet<String> = unhandled
+        .split("libc::SIG")
+        .skip(1)
+        .map(|s| s.split(',').next().unwrap().trim().to_string())
+        .collect();
+    expected.extend(["TERM", "INT", "CHLD"].map(String::from));
+    for path in ["README.md", "docs/behaviour.md", "docs/troubleshooting.md"] {
+        assert_eq!(not_forwarded_in(path), expected, "{path}");
+    }
+}
+
+#[test]
+fn migrating_names_every_key_the_original_did_not_have() {
+    const ORIGINAL: [&str; 11] = [
+        "env.pass",
+        "env.pass-all",
+        "env.vault-token",
+        "env.vault-replace",
+        "env.vault-template",
+        "jobs.init",
+        "jobs.main",
+        "cmd",
+        "name",
+        "run-as",
+        "kill-signal",
+    ];
+    let configuration = std::fs::read_to_string(Path::new(ROOT).join("docs/configuration.md"));
+    let keys: Vec<String> = configuration
+        .unwrap()
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|rest| rest.split_once('`').map(|(key, _)| key.to_string()))
+        .collect();
+    assert!(
+        keys.len() > 30,
+        "the key tables of docs/configuration.md: {keys:?}"
+    );
+    let migrating = flattened("docs/migrating.md");
+    let new = migrating
+        .split_once("New, all optional:")
+        .map(|(_, rest)| rest.split(". ").next().unwrap_or(rest))
+        .expect("docs/migrating.md: the list of new keys");
+    let named: BTreeSet<&str> = code_spans(new).into_iter().collect();
+    let missing: Vec<&String> = keys
+        .iter()
+        .filter(|key| !ORIGINAL.contains(&key.as_str()))
+        .filter(|key| {
+            // A key is named, or the object it belongs to is (`vault` for `vault.kv-mount`).
+            let parent = key.rsplit_once('.').map(|(parent, _)| parent);
+            !named.contains(key.as_str()) && !parent.is_some_and(|p| named.contains(p))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/migrating.md does not name {missing:?} as new"
+    );
+}
+
+#[test]
+fn logging_states_the_nesting_limit_of_embedded_objects() {
+    let text = flattened("docs/logging.md");
+    let depth: usize = text
+        .split_once("nested at most ")
+        .and_then(|(_, rest)| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("docs/logging.md: `nested at most N deep`");
+    let dir = TempDir::new("docs-depth");
+    let nested = |n: usize| format!("{}{{}}{}\n", r#"{"a":"#.repeat(n - 1), "}".repeat(n - 1));
+    dir.write("within", &nested(depth));
+    dir.write("beyond", &nested(depth + 1));
+    let config = serde_json::json!({"control-socket": "", "jobs": {"main": [
+        {"name": "within", "cmd": ["cat", dir.path().join("within")], "log-format": "json", "restart": "never"},
+        {"name": "beyond", "cmd": ["cat", dir.path().join("beyond")], "log-format": "json", "restart": "never"}
+    ]}});
+    let config = dir.write("simplevisor.json", &config.to_string());
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .arg("--no-vault")
+        .output()
+        .unwrap();
+    // A record holding a 127-deep object is 128 deep itself, beyond what serde_json parses by
+    // default: the record is told by the start of its message instead.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let message = |process: &str| {
+        let start = format!(r#"{{"process":"{process}","#);
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&start))
+            .unwrap_or_else(|| panic!("no record of {process}: {stdout}"));
+        line.split_once(r#""message":"#).unwrap().1.to_string()
+    };
+    assert!(
+        message("within").starts_with('{'),
+        "{depth} levels are embedded"
+    );
+    assert!(
+        message("beyond").starts_with('"'),
+        "{} levels are a string",
+        depth + 1
+    );
+}
+
+#[test]
+fn no_page_refers_to_an_issue_number_readers_cannot_look_up() {
+    let mut files = markdown_files();
+    files.extend(files_under(&Path::new(ROOT).join("examples")));
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        let words: Vec<&str> = text.split_whitespace().collect();
+        for pair in words.windows(2) {
+            let (word, next) = (pair[0].trim_start_matches('('), pair[1]);
+            let number = next
+                .trim_start_matches('#')
+                .trim_end_matches([')', ',', '.', ':']);
+            assert!(
+                !(word.eq_ignore_ascii_case("issue")
+                    && !number.is_empty()
+                    && number.chars().all(|c| c.is_ascii_digit())),
+                "{}: `{word} {next}`",
+                relative(&file)
+            );
+        }
+    }
+}
+
+#[test]
+fn every_unusable_vault_setting_is_reported_at_once() {
+    // docs/vault.md: check and run report every unusable setting, all of them.
+    let dir = TempDir::new("docs-vault");
+    let config = dir.write(
+        "simplevisor.json",
+        r#"{"env": {"vault-replace": ["DB_PASSWORD"]},
+            "vault": {"auth": {"method": "approle", "secret-id-file": "/nonexistent/secret-id"}},
+            "jobs": {"main": [{"cmd": ["true"]}]}}"#,
+    );
+    let expected = [
+        "VAULT_ADDR is not set",
+        "VAULT_CACERT /nonexistent/ca.pem",
+        "VAULT_CLIENT_CERT /nonexistent/client.pem",
+        "VAULT_ROLE_ID is not set",
+        "vault.auth.secret-id-file /nonexistent/secret-id",
+    ];
+    for command in ["check", "run"] {
+        let out = Command::new(BIN)
+            .args([command, "--config"])
+            .arg(&config)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("DB_PASSWORD", "db:app:Password")
+            .env("VAULT_CACERT", "/nonexistent/ca.pem")
+            .env("VAULT_CLIENT_CERT", "/nonexistent/client.pem")
+            .env("VAULT_CLIENT_KEY", "/nonexistent/client.key")
+            .output()
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(2), "{command}: {said}");
+        for problem in expected {
+            assert!(
+                said.contains(problem),
+                "{command}: no {problem:?} in {said}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_rejected_kill_signal_is_not_offered_as_a_valid_one() {
+    let said = check_rejects(r#"{"jobs": {"main": [{"cmd": ["true"], "kill-signal": "NOPE"}]}}"#)
+        .expect("an unknown signal is rejected");
+    let names = said.split_once("valid names: ").map(|(_, n)| n).unwrap();
+    let names: Vec<&str> = names.split([',', ' ', '\n']).collect();
+    assert!(names.contains(&"KILL"), "{said}");
+    assert!(!names.contains(&"STOP"), "{said}");
+    // docs/configuration.md: STOP is rejected, since it only pauses a job.
+    assert!(flattened("docs/configuration.md").contains("`kill-signal` `STOP` (it pauses a job"));
+    let said = check_rejects(r#"{"jobs": {"main": [{"cmd": ["true"], "kill-signal": "STOP"}]}}"#);
+    assert!(said.is_some_and(|s| s.contains("STOP cannot stop a job")));
+}
+
+#[test]
+fn the_image_recipes_build_on_either_architecture() {
+    let read = |path: &str| std::fs::read_to_string(Path::new(ROOT).join(path)).unwrap();
+    for path in ["examples/Dockerfile", "examples/kubernetes/Dockerfile"] {
+        assert!(
+            !read(path).contains("-unknown-linux-"),
+            "{path} names a target; scripts/build-static prints the binary's path"
+        );
+    }
+    let script = read("scripts/build-static");
+    let target = script.lines().find(|l| l.starts_with("target=")).unwrap();
+    assert!(
+        target.contains("rustc -vV"),
+        "scripts/build-static: {target}"
+    );
+    // The Dockerfiles' build context is the repository: without target/ (gigabytes).
+    let ignored: Vec<String> = read(".dockerignore")
+        .lines()
+        .map(|l| l.trim().trim_matches('/').to_string())
+        .collect();
+    for path in ["target", ".git", ".venv"] {
+        assert!(ignored.iter().any(|l| l == path), ".dockerignore: {path}");
+    }
+}
+
+#[test]
+fn the_kubernetes_examples_name_what_they_need() {
+    for path in [
+        "examples/kubernetes-pod.yaml",
+        "examples/kubernetes/deployment.yaml",
+    ] {
+        let text = std::fs::read_to_string(Path::new(ROOT).join(path)).unwrap();
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.starts_with('#'))
+            .collect();
+        // A fixed tag that a locally built or loaded image can match: ":latest" (or no tag)
+        // makes Kubernetes pull every time.
+        for image in lines.iter().filter_map(|l| l.strip_prefix("image: ")) {
+            let image = image.split(" #").next().unwrap().trim();
+            assert!(
+                image.contains(':') && !image.ends_with(":latest"),
+                "{path}: image {image}"
+            );
+        }
+        assert!(
+            lines.contains(&"imagePullPolicy: IfNotPresent"),
+            "{path}: imagePullPolicy"
+        );
+        // Every ConfigMap a volume mounts is defined in the same file.
+        for (i, line) in lines.iter().enumerate() {
+            if *line != "configMap:" {
+                continue;
+            }
+            let name = lines[i + 1].strip_prefix("name: ").unwrap();
+            let defined = lines
+                .windows(4)
+                .any(|w| w[0] == "kind: ConfigMap" && w[2] == format!("name: {name}"));
+            assert!(
+                defined,
+                "{path}: ConfigMap {name} is mounted but not defined"
+            );
+        }
+    }
+}
+
+#[test]
+fn operations_quotes_what_a_client_of_another_uid_sees() {
+    if !require(
+        "root and the svtest user",
+        is_root() && harness::user_exists("svtest"),
+    ) {
+        return;
+    }
+    let text = flattened("docs/operations.md");
+    let quoted = |start: &str| -> String {
+        code_spans(&text)
+            .into_iter()
+            .find(|span| span.starts_with(start))
+            .unwrap_or_else(|| panic!("docs/operations.md quotes no `{start}...`"))
+            .to_string()
+    };
+    let unreachable = quoted("simplevisor: cannot reach simplevisor at PATH");
+    let refused = quoted("simplevisor: permission denied: uid N");
+    let dir = TempDir::new("docs-socket");
+    let socket = dir.path().join("control.sock");
+    let config = serde_json::json!({"control-socket": socket, "jobs": {"main": [
+        {"name": "idle", "cmd": ["sleep", "100"]}
+    ]}});
+    let mut sv = harness::run(&config.to_string()).start();
+    sv.wait_message("internal", "job idle started", harness::secs(10.0));
+    let as_svtest = || {
+        let out = Command::new("setpriv")
+            .args(["--reuid=svtest", "--regid=svtest", "--clear-groups", "--"])
+            .args([BIN, "status", "--socket"])
+            .arg(&socket)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        String::from_utf8_lossy(&out.stderr).trim().to_string()
+    };
+    let path = socket.display().to_string();
+    assert_eq!(as_svtest(), unreachable.replace("PATH", &path));
+    // Past the file's mode, the uid check refuses.
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let uid = Command::new("id").args(["-u", "svtest"]).output().unwrap();
+    let uid = String::from_utf8_lossy(&uid.stdout).trim().to_string();
+    assert_eq!(as_svtest(), refused.replace("uid N", &format!("uid {uid}")));
+    sv.signal(libc::SIGTERM);
+    assert_eq!(sv.wait_exit(harness::secs(10.0)), 0);
 }

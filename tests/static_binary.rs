@@ -4,27 +4,11 @@
 
 mod harness;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use harness::{TempDir, is_root, require};
+use harness::{TempDir, has_interpreter, is_root, require, static_binary};
 use serde_json::Value;
-
-fn static_binary() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target/x86_64-unknown-linux-gnu/release/simplevisor")
-}
-
-/// Whether an ELF file asks for a program interpreter (a dynamic loader).
-fn has_interpreter(elf: &[u8]) -> bool {
-    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
-    let phoff = u64::from_le_bytes(elf[0x20..0x28].try_into().unwrap()) as usize;
-    let (size, count) = (u16_at(0x36), u16_at(0x38));
-    (0..count).any(|i| {
-        let at = phoff + i * size;
-        u32::from_le_bytes(elf[at..at + 4].try_into().unwrap()) == 3 // PT_INTERP
-    })
-}
 
 /// `chroot <root> /simplevisor --no-vault` with an empty environment: its output and stdout.
 fn run_in(root: &Path) -> (std::process::Output, String) {

@@ -110,41 +110,58 @@ impl Client {
     /// Builds the client from `VAULT_ADDR`, `VAULT_CACERT`, `VAULT_SKIP_VERIFY`,
     /// `VAULT_CLIENT_CERT` + `VAULT_CLIENT_KEY` and `VAULT_NAMESPACE`. Errors are settings
     /// mistakes, found before any request.
-    pub fn from_env(env: &[(String, String)]) -> Result<Client, String> {
-        let addr = env_var(env, "VAULT_ADDR").ok_or("VAULT_ADDR is not set")?;
-        if !(addr.starts_with("http://") || addr.starts_with("https://")) {
-            return Err(format!(
-                "VAULT_ADDR must start with http:// or https:// (got {addr:?})"
-            ));
-        }
+    pub fn from_env(env: &[(String, String)]) -> Result<Client, Vec<String>> {
+        // Every problem is collected, so that one fix-and-retry round fixes them all.
+        let mut problems = Vec::new();
+        let addr = match env_var(env, "VAULT_ADDR") {
+            None => {
+                problems.push("VAULT_ADDR is not set".to_string());
+                ""
+            }
+            Some(addr) if !(addr.starts_with("http://") || addr.starts_with("https://")) => {
+                problems.push(format!(
+                    "VAULT_ADDR must start with http:// or https:// (got {addr:?})"
+                ));
+                ""
+            }
+            Some(addr) => addr,
+        };
         let skip_verify = match env_var(env, "VAULT_SKIP_VERIFY") {
             None => false,
-            Some(value) => parse_bool(value).ok_or_else(|| {
-                format!("VAULT_SKIP_VERIFY must be true or false (got {value:?})")
-            })?,
+            Some(value) => parse_bool(value).unwrap_or_else(|| {
+                problems.push(format!(
+                    "VAULT_SKIP_VERIFY must be true or false (got {value:?})"
+                ));
+                false
+            }),
         };
         let mut tls = TlsConfig::builder().disable_verification(skip_verify);
         if let Some(path) = env_var(env, "VAULT_CACERT") {
-            tls = tls.root_certs(read_ca_file(path)?);
+            match read_ca_file(path) {
+                Ok(roots) => tls = tls.root_certs(roots),
+                Err(problem) => problems.push(problem),
+            }
         }
         match (
             env_var(env, "VAULT_CLIENT_CERT"),
             env_var(env, "VAULT_CLIENT_KEY"),
         ) {
-            (Some(cert), Some(key)) => tls = tls.client_cert(Some(read_client_cert(cert, key)?)),
-            (Some(_), None) => {
-                return Err(
-                    "VAULT_CLIENT_KEY is not set (VAULT_CLIENT_CERT is): a client certificate needs its private key"
-                        .into(),
-                );
-            }
-            (None, Some(_)) => {
-                return Err(
-                    "VAULT_CLIENT_CERT is not set (VAULT_CLIENT_KEY is): a private key needs its client certificate"
-                        .into(),
-                );
-            }
+            (Some(cert), Some(key)) => match read_client_cert(cert, key) {
+                Ok(client_cert) => tls = tls.client_cert(Some(client_cert)),
+                Err(problem) => problems.push(problem),
+            },
+            (Some(_), None) => problems.push(
+                "VAULT_CLIENT_KEY is not set (VAULT_CLIENT_CERT is): a client certificate needs its private key"
+                    .into(),
+            ),
+            (None, Some(_)) => problems.push(
+                "VAULT_CLIENT_CERT is not set (VAULT_CLIENT_KEY is): a private key needs its client certificate"
+                    .into(),
+            ),
             (None, None) => {}
+        }
+        if !problems.is_empty() {
+            return Err(problems);
         }
         let config = Agent::config_builder()
             .http_status_as_error(false)
@@ -180,6 +197,7 @@ impl Client {
     pub fn reloaded(&self) -> Result<Client, String> {
         Client::from_env(&self.settings)
             .map(|client| client.with_request_timeout(self.request_timeout))
+            .map_err(|problems| problems.join("; "))
     }
 
     /// Sets `vault.request-timeout`.
@@ -466,13 +484,13 @@ mod tests {
     #[test]
     fn missing_or_malformed_address_is_a_settings_error() {
         let err = Client::from_env(&env(&[])).err().unwrap();
-        assert_eq!(err, "VAULT_ADDR is not set");
+        assert_eq!(err, ["VAULT_ADDR is not set"]);
         let err = Client::from_env(&env(&[("VAULT_ADDR", "")])).err().unwrap();
-        assert_eq!(err, "VAULT_ADDR is not set");
+        assert_eq!(err, ["VAULT_ADDR is not set"]);
         let err = Client::from_env(&env(&[("VAULT_ADDR", "vault:8200")]))
             .err()
             .unwrap();
-        assert!(err.contains("http://"), "{err}");
+        assert!(err[0].contains("http://"), "{err:?}");
     }
 
     #[test]
@@ -482,12 +500,7 @@ mod tests {
             assert!(Client::from_env(&settings).is_ok(), "{ok}");
         }
         let settings = env(&[("VAULT_ADDR", "https://x"), ("VAULT_SKIP_VERIFY", "yes")]);
-        assert!(
-            Client::from_env(&settings)
-                .err()
-                .unwrap()
-                .contains("VAULT_SKIP_VERIFY")
-        );
+        assert!(Client::from_env(&settings).err().unwrap()[0].contains("VAULT_SKIP_VERIFY"));
     }
 
     #[test]
@@ -497,10 +510,43 @@ mod tests {
             ("VAULT_CACERT", "/nonexistent/ca.pem"),
         ]);
         let err = Client::from_env(&settings).err().unwrap();
-        assert!(err.starts_with("VAULT_CACERT /nonexistent/ca.pem"), "{err}");
+        assert!(
+            err[0].starts_with("VAULT_CACERT /nonexistent/ca.pem"),
+            "{err:?}"
+        );
         let settings = env(&[("VAULT_ADDR", "https://x"), ("VAULT_CACERT", "/dev/null")]);
         let err = Client::from_env(&settings).err().unwrap();
-        assert!(err.contains("no PEM certificate"), "{err}");
+        assert!(err[0].contains("no PEM certificate"), "{err:?}");
+    }
+
+    #[test]
+    fn every_unusable_setting_is_reported_not_only_the_first() {
+        let settings = env(&[
+            ("VAULT_SKIP_VERIFY", "yes"),
+            ("VAULT_CACERT", "/nonexistent/ca.pem"),
+            ("VAULT_CLIENT_CERT", "/nonexistent/client.pem"),
+        ]);
+        let err = Client::from_env(&settings).err().unwrap();
+        assert_eq!(err.len(), 4, "{err:?}");
+        assert_eq!(err[0], "VAULT_ADDR is not set");
+        assert!(err[1].starts_with("VAULT_SKIP_VERIFY"), "{err:?}");
+        assert!(
+            err[2].starts_with("VAULT_CACERT /nonexistent/ca.pem"),
+            "{err:?}"
+        );
+        assert!(err[3].starts_with("VAULT_CLIENT_KEY is not set"), "{err:?}");
+        // A client certificate that cannot be read is named even with VAULT_ADDR malformed.
+        let settings = env(&[
+            ("VAULT_ADDR", "vault:8200"),
+            ("VAULT_CLIENT_CERT", "/nonexistent/client.pem"),
+            ("VAULT_CLIENT_KEY", "/nonexistent/client.key"),
+        ]);
+        let err = Client::from_env(&settings).err().unwrap();
+        assert_eq!(err.len(), 2, "{err:?}");
+        assert!(
+            err[1].starts_with("VAULT_CLIENT_CERT /nonexistent/client.pem"),
+            "{err:?}"
+        );
     }
 
     #[test]

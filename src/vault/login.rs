@@ -121,11 +121,18 @@ impl Credentials {
                                 "VAULT_ROLE_ID is not set (vault.auth method approle)".to_string(),
                             );
                         }
-                        if secret_id.is_none() {
-                            problems.push(
+                        match &secret_id {
+                            None => problems.push(
                                 "VAULT_SECRET_ID is not set (vault.auth method approle without secret-id-file)"
                                     .to_string(),
-                            );
+                            ),
+                            // A missing VAULT_ROLE_ID must not hide a bad secret-id-file.
+                            Some(SecretId::File(file)) => {
+                                if let Err(e) = read_credential("secret-id-file", file) {
+                                    problems.push(e.to_string());
+                                }
+                            }
+                            Some(SecretId::Given(_)) => {}
                         }
                         return Err(problems);
                     }
@@ -615,5 +622,24 @@ mod tests {
         std::os::unix::fs::symlink(dir.join("ok"), &link).unwrap();
         assert_eq!(read(&link), Ok("s.abc".into()));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_missing_role_id_does_not_hide_a_missing_secret_id_file() {
+        let missing = PathBuf::from("/nonexistent/secret-id");
+        let auth = AuthSettings::AppRole {
+            mount: "approle".into(),
+            secret_id_file: Some(missing.clone()),
+        };
+        let err = settings(auth, &[]).err().unwrap();
+        assert_eq!(err.len(), 2, "{err:?}");
+        assert!(err[0].starts_with("VAULT_ROLE_ID is not set"), "{err:?}");
+        assert!(
+            err[1].starts_with(&format!(
+                "vault.auth.secret-id-file {}: ",
+                missing.display()
+            )),
+            "{err:?}"
+        );
     }
 }

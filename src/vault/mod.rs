@@ -102,8 +102,8 @@ pub enum StartError {
 /// for `simplevisor check`: every problem `Session::start` would report as a settings error.
 pub fn check_settings(settings: &VaultSettings, process_env: &[(String, String)]) -> Vec<String> {
     let mut problems = Vec::new();
-    if let Err(message) = Client::from_env(process_env) {
-        problems.push(message);
+    if let Err(more) = Client::from_env(process_env) {
+        problems.extend(more);
     }
     if let Err(more) =
         Credentials::from_settings(settings.auth.as_ref(), process_env, &settings.approle_mount)
@@ -162,7 +162,7 @@ impl Session {
                 credentials,
             ),
             (client, credentials) => {
-                let mut problems: Vec<String> = client.err().into_iter().collect();
+                let mut problems = client.err().unwrap_or_default();
                 problems.extend(credentials.err().unwrap_or_default());
                 return Err(StartError::Config(problems.join("; ")));
             }

@@ -355,3 +355,23 @@ pub fn processes_with(marker: &str) -> Vec<i32> {
 pub fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s)
 }
+
+/// The static release binary `scripts/build-static` makes for this machine (x86_64 or arm64).
+pub fn static_binary() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
+        "target/{}-unknown-linux-gnu/release/simplevisor",
+        std::env::consts::ARCH
+    ))
+}
+
+/// Whether an ELF file asks for a program interpreter (a dynamic loader): a binary that does
+/// cannot start in an empty root.
+pub fn has_interpreter(elf: &[u8]) -> bool {
+    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(elf[0x20..0x28].try_into().unwrap()) as usize;
+    let (size, count) = (u16_at(0x36), u16_at(0x38));
+    (0..count).any(|i| {
+        let at = phoff + i * size;
+        u32::from_le_bytes(elf[at..at + 4].try_into().unwrap()) == 3 // PT_INTERP
+    })
+}

@@ -131,6 +131,12 @@ fn every_problem_is_reported_with_its_path() {
     ] {
         assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
     }
+    // STOP is rejected as a kill-signal, so the list of valid names must not offer it.
+    let unknown = found.iter().find(|p| p.contains("TERMINATE")).unwrap();
+    assert!(
+        !unknown.split([' ', ',']).any(|name| name == "STOP"),
+        "{unknown}"
+    );
     assert_eq!(found.len(), 13, "{all}");
 }
 
