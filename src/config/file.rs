@@ -15,6 +15,7 @@ pub const TOP_KEYS: &[&str] = &[
     "vault",
     "shutdown-delay",
     "control-socket",
+    "metrics-listen",
 ];
 pub const ENV_KEYS: &[&str] = &[
     "pass",
@@ -152,6 +153,7 @@ fn schema_value() -> Value {
             "stop-timeout": duration("default grace after kill-signal before SIGKILL; default 5s"),
             "shutdown-delay": duration("how long jobs keep running after the first SIGTERM/SIGINT (health fails meanwhile); default 0s"),
             "control-socket": {"type": "string", "description": "Unix socket for status and control commands; default /run/simplevisor.sock, \"\" turns it off"},
+            "metrics-listen": {"type": "string", "minLength": 1, "description": "IP:PORT on which to serve /metrics (Prometheus), /readyz and /livez over HTTP; absent: off"},
             "restart-backoff": {
                 "type": "object",
                 "additionalProperties": false,

@@ -13,6 +13,7 @@ pub mod order;
 pub mod validate;
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -36,6 +37,8 @@ pub struct Config {
     pub control_socket: Option<PathBuf>,
     /// How long the jobs keep running after the first shutdown signal.
     pub shutdown_delay: Duration,
+    /// Where `/metrics`, `/readyz` and `/livez` are served over HTTP; `None` when not asked for.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The `process` of simplevisor's own records, so no job may be called so.
