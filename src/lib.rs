@@ -12,6 +12,7 @@ pub mod environment;
 pub mod identity;
 pub mod logs;
 pub mod mailbox;
+pub mod metrics;
 pub mod signals;
 pub mod spawn;
 pub mod startup;
