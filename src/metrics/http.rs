@@ -158,6 +158,88 @@ pub fn parse(buf: &[u8]) -> Parse {
     )
 }
 
+/// One connection's incoming bytes, and when parsing them again is worth it: a client that
+/// sends a byte at a time costs a scan of that byte, not a parse of everything so far.
+#[derive(Debug, Default)]
+pub struct Buffer {
+    bytes: Vec<u8>,
+    /// `bytes[..scanned]` holds no end of a head (parsed already, or scanned for one).
+    scanned: usize,
+    /// The head is whole and the request needs this many bytes in all.
+    need: Option<usize>,
+}
+
+impl Buffer {
+    pub fn extend(&mut self, data: &[u8]) {
+        self.bytes.extend_from_slice(data);
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// What the buffer holds: [`parse`] of it when that could give something new (the first
+    /// bytes of a request, so that garbage is answered at once; bytes that may end its head;
+    /// its whole body; more than the limit), else `Partial` (or `Body`) as last time. Empty
+    /// lines before a request are dropped (RFC 9112, 2.2).
+    pub fn parse(&mut self) -> Parse {
+        let blank = self
+            .bytes
+            .iter()
+            .take_while(|&&b| b == b'\r' || b == b'\n')
+            .count();
+        if blank > 0 {
+            self.bytes.drain(..blank);
+            self.scanned = 0;
+        }
+        if self.bytes.is_empty() {
+            return Parse::Partial;
+        }
+        let worth = if self.bytes.len() > MAX_REQUEST {
+            true
+        } else if let Some(need) = self.need {
+            self.bytes.len() >= need
+        } else {
+            let first = self.scanned == 0;
+            let from = self.scanned.saturating_sub(2);
+            self.scanned = self.bytes.len();
+            first || ends_a_head(&self.bytes[from..])
+        };
+        if !worth {
+            return self.need.map_or(Parse::Partial, Parse::Body);
+        }
+        let parsed = parse(&self.bytes);
+        if let Parse::Body(total) = parsed {
+            self.need = Some(total);
+        }
+        parsed
+    }
+
+    /// Drops the first `length` bytes (a request answered); what follows is the next one.
+    pub fn consume(&mut self, length: usize) {
+        self.bytes.drain(..length.min(self.bytes.len()));
+        self.scanned = 0;
+        self.need = None;
+    }
+
+    /// Drops everything, memory included.
+    pub fn clear(&mut self) {
+        *self = Buffer::default();
+    }
+}
+
+/// Whether `bytes` hold the end of a request head: an empty line (`\n\n` or `\n\r\n`).
+fn ends_a_head(bytes: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', bytes).any(|at| {
+        let rest = &bytes[at + 1..];
+        rest.first() == Some(&b'\n') || rest.starts_with(b"\r\n")
+    })
+}
+
 /// The path of a request target: origin form (`/metrics?x`) or absolute form
 /// (`http://host:port/metrics`), without the query.
 fn path_of(target: &str) -> &str {
@@ -356,6 +438,37 @@ mod tests {
             parse(many.as_bytes()),
             Parse::Invalid(Status::HeadersTooLarge)
         );
+    }
+
+    /// Fed in pieces, the buffer finds what one parse of the whole finds, parsing only when
+    /// it may be new.
+    #[test]
+    fn a_buffer_fed_a_byte_at_a_time_finds_every_request() {
+        let stream =
+            b"\r\n\nGET /metrics HTTP/1.1\r\nHost: x\r\nA: b\r\n\r\nGET /livez HTTP/1.0\r\n\r\n";
+        let mut buffer = Buffer::default();
+        let mut found = Vec::new();
+        for byte in stream {
+            buffer.extend(&[*byte]);
+            if let Parse::Complete(head, length) = buffer.parse() {
+                found.push(head.path);
+                buffer.consume(length);
+            }
+        }
+        assert_eq!(found, ["/metrics", "/livez"]);
+        assert!(buffer.is_empty());
+
+        let mut buffer = Buffer::default();
+        buffer.extend(b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\na");
+        assert_eq!(buffer.parse(), Parse::Body(41));
+        buffer.extend(b"b");
+        assert_eq!(buffer.parse(), Parse::Body(41));
+        buffer.extend(b"c");
+        assert!(matches!(buffer.parse(), Parse::Complete(_, 41)));
+
+        let mut buffer = Buffer::default();
+        buffer.extend(b"\x16\x03");
+        assert_eq!(buffer.parse(), Parse::Invalid(Status::BadRequest));
     }
 
     #[test]

@@ -31,10 +31,9 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
-use memchr::memchr_iter;
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 
-use super::http::{self, MAX_REQUEST, Method, Parse, Response, Status};
+use super::http::{Buffer, MAX_REQUEST, Method, Parse, Response, Status};
 use super::{HttpRequest, Route};
 use crate::time::later;
 
@@ -78,12 +77,7 @@ struct Connection {
     stream: TcpStream,
     token: u64,
     phase: Phase,
-    input: Vec<u8>,
-    /// `input[..scanned]` holds no end of a request head (so a read of more bytes need not
-    /// parse again unless the new bytes end the head).
-    scanned: usize,
-    /// The head is complete and the request needs this many bytes in all (its body).
-    need: Option<usize>,
+    input: Buffer,
     output: Vec<u8>,
     written: usize,
     deadline: Instant,
@@ -203,9 +197,7 @@ impl MetricsServer {
                 stream,
                 token,
                 phase: Phase::Reading,
-                input: Vec::new(),
-                scanned: 0,
-                need: None,
+                input: Buffer::default(),
                 output: Vec::new(),
                 written: 0,
                 deadline: later(now, IDLE),
@@ -321,27 +313,21 @@ impl Connection {
 
     fn read_request(&mut self, epoll: &Epoll, now: Instant) -> (Next, Option<Route>) {
         // A request may already be buffered behind the last one (pipelining).
-        if !self.worth_parsing() {
+        let mut parsed = self.input.parse();
+        if matches!(parsed, Parse::Partial | Parse::Body(_)) {
             if let Next::Close = self.fill() {
                 return (Next::Close, None);
             }
-            if !self.worth_parsing() {
-                if self.peer_done {
-                    // The peer is done and sent no whole request.
-                    return (Next::Close, None);
-                }
-                return (self.set_interest(EpollFlags::EPOLLIN, epoll), None);
-            }
+            parsed = self.input.parse();
         }
-        match http::parse(&self.input) {
+        match parsed {
+            // The peer is done and sent no whole request.
             Parse::Partial | Parse::Body(_) if self.peer_done => (Next::Close, None),
-            Parse::Partial => (self.set_interest(EpollFlags::EPOLLIN, epoll), None),
-            Parse::Body(total) => {
-                self.need = Some(total);
+            Parse::Partial | Parse::Body(_) => {
                 (self.set_interest(EpollFlags::EPOLLIN, epoll), None)
             }
             Parse::Invalid(status) => {
-                self.input = Vec::new();
+                self.input.clear();
                 self.deadline = later(now, IDLE);
                 self.head = false;
                 self.close = true;
@@ -355,9 +341,7 @@ impl Connection {
                 (self.respond(&Response::text(status, reason), epoll), None)
             }
             Parse::Complete(head, length) => {
-                self.input.drain(..length);
-                self.scanned = 0;
-                self.need = None;
+                self.input.consume(length);
                 self.deadline = later(now, IDLE);
                 self.head = head.method == Method::Head;
                 self.close = !head.keep_alive || self.peer_done;
@@ -382,34 +366,6 @@ impl Connection {
         }
     }
 
-    /// Whether parsing now could give something other than what the last parse gave: the
-    /// first bytes of a request (garbage is answered at once), bytes that may end its head,
-    /// its whole body, or more than the limit. Leading empty lines are dropped (RFC 9112).
-    fn worth_parsing(&mut self) -> bool {
-        let blank = self
-            .input
-            .iter()
-            .take_while(|&&b| b == b'\r' || b == b'\n')
-            .count();
-        if blank > 0 {
-            self.input.drain(..blank);
-            self.scanned = 0;
-        }
-        if self.input.is_empty() {
-            return false;
-        }
-        if self.input.len() > MAX_REQUEST {
-            return true;
-        }
-        if let Some(need) = self.need {
-            return self.input.len() >= need;
-        }
-        let first = self.scanned == 0;
-        let from = self.scanned.saturating_sub(2);
-        self.scanned = self.input.len();
-        first || ends_a_head(&self.input[from..])
-    }
-
     /// Reads what the socket holds, up to just over the request limit.
     fn fill(&mut self) -> Next {
         let mut chunk = [0u8; CHUNK];
@@ -419,7 +375,7 @@ impl Connection {
                     self.peer_done = true;
                     break;
                 }
-                Ok(n) => self.input.extend_from_slice(&chunk[..n]),
+                Ok(n) => self.input.extend(&chunk[..n]),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => return Next::Close,
@@ -455,7 +411,7 @@ impl Connection {
                 return Next::Close;
             }
             self.phase = Phase::Draining;
-            self.input = Vec::new();
+            self.input.clear();
             return self.set_interest(EpollFlags::EPOLLIN, epoll);
         }
         self.phase = Phase::Reading;
@@ -495,14 +451,6 @@ impl Connection {
         self.interest = interest;
         Next::Keep
     }
-}
-
-/// Whether `bytes` hold the end of a request head: an empty line (`\n\n` or `\n\r\n`).
-fn ends_a_head(bytes: &[u8]) -> bool {
-    memchr_iter(b'\n', bytes).any(|at| {
-        let rest = &bytes[at + 1..];
-        rest.first() == Some(&b'\n') || rest.starts_with(b"\r\n")
-    })
 }
 
 #[cfg(test)]
