@@ -66,3 +66,8 @@ fn template_corpus() {
 fn framing_corpus() {
     replay("framing", checks::framing);
 }
+
+#[test]
+fn http_corpus() {
+    replay("http", checks::http);
+}
