@@ -785,3 +785,120 @@ pub fn control(data: &[u8]) {
         (Err(error), Some(expected)) => panic!("refused {expected:?}: {error}"),
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// http: the metrics listener's request parser and buffer, and label escaping.
+// ---------------------------------------------------------------------------------------------
+
+/// The first byte seeds the sizes of the pieces the rest (a connection's bytes) arrives in.
+///
+/// - `metrics::http::parse` of the bytes: a whole request is at most 8 KiB, no longer than the
+///   bytes, parses the same from its own bytes alone, and its path has no query; a body still
+///   to come fits the limit; a head still to come is not over the limit; a refusal is 400,
+///   413 or 431;
+/// - `metrics::http::Buffer` fed the pieces, parsing only when it says so, finds exactly the
+///   requests (and the refusal) that parsing the whole stream request after request finds;
+/// - an answer to `HEAD` has the headers of the `GET` answer and no body;
+/// - a job name of any bytes stays inside its label: the exposition has as many lines as with
+///   a plain name.
+pub fn http(data: &[u8]) {
+    use simplevisor::metrics::exposition::{JobMetrics, MetricsSnapshot, render};
+    use simplevisor::metrics::http::{Buffer, MAX_REQUEST, Parse, Response, Status, parse};
+
+    let Some((&seed, stream)) = data.split_first() else {
+        return;
+    };
+    match parse(stream) {
+        Parse::Complete(head, length) => {
+            assert!(length <= stream.len() && length <= MAX_REQUEST);
+            assert_eq!(
+                parse(&stream[..length]),
+                Parse::Complete(head.clone(), length)
+            );
+            assert!(!head.path.contains(['?', '#']), "{:?}", head.path);
+        }
+        Parse::Body(total) => assert!(stream.len() < total && total <= MAX_REQUEST),
+        Parse::Partial => assert!(stream.len() <= MAX_REQUEST),
+        Parse::Invalid(status) => assert!(
+            matches!(
+                status,
+                Status::BadRequest | Status::ContentTooLarge | Status::HeadersTooLarge
+            ),
+            "{status:?}"
+        ),
+    }
+
+    // The requests found by parsing the whole stream, one after the other.
+    let mut expected = Vec::new();
+    let mut rest = stream;
+    loop {
+        let blank = rest
+            .iter()
+            .take_while(|&&b| b == b'\r' || b == b'\n')
+            .count();
+        rest = &rest[blank..];
+        if rest.is_empty() {
+            break;
+        }
+        match parse(rest) {
+            Parse::Complete(head, length) => {
+                expected.push(Parse::Complete(head, length));
+                rest = &rest[length..];
+            }
+            Parse::Invalid(status) => {
+                expected.push(Parse::Invalid(status));
+                break;
+            }
+            Parse::Partial | Parse::Body(_) => break,
+        }
+    }
+    // The same stream in pieces of 1 to 64 bytes, as the buffer sees it.
+    let mut found = Vec::new();
+    let mut buffer = Buffer::default();
+    let mut state = u32::from(seed) | 1;
+    let mut at = 0;
+    'pieces: while at < stream.len() {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        let size = 1 + (state % 64) as usize;
+        let end = (at + size).min(stream.len());
+        buffer.extend(&stream[at..end]);
+        at = end;
+        loop {
+            match buffer.parse() {
+                Parse::Complete(head, length) => {
+                    found.push(Parse::Complete(head, length));
+                    buffer.consume(length);
+                }
+                Parse::Invalid(status) => {
+                    found.push(Parse::Invalid(status));
+                    break 'pieces;
+                }
+                Parse::Partial | Parse::Body(_) => break,
+            }
+        }
+    }
+    assert_eq!(found, expected);
+
+    let text = String::from_utf8_lossy(&stream[..stream.len().min(200)]).into_owned();
+    let response = Response::text(Status::Ok, &text);
+    let get = response.encode(false, false);
+    let head = response.encode(true, false);
+    assert!(get.starts_with(&head) && &get[head.len()..] == text.as_bytes());
+
+    let snapshot = |name: &str| MetricsSnapshot {
+        jobs: vec![JobMetrics {
+            name: name.to_string(),
+            kind: "main",
+            state: "running",
+            ..JobMetrics::default()
+        }],
+        ..MetricsSnapshot::default()
+    };
+    let lines = |text: String| text.lines().count();
+    assert_eq!(
+        lines(render(&snapshot(&text))),
+        lines(render(&snapshot("web")))
+    );
+}

@@ -13,6 +13,7 @@ pub mod files;
 pub mod identity;
 pub mod logs;
 pub mod mailbox;
+pub mod metrics;
 pub mod signals;
 pub mod spawn;
 pub mod startup;

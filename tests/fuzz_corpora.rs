@@ -71,3 +71,8 @@ fn framing_corpus() {
 fn control_corpus() {
     replay("control", checks::control);
 }
+
+#[test]
+fn http_corpus() {
+    replay("http", checks::http);
+}

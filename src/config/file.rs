@@ -16,6 +16,7 @@ pub const TOP_KEYS: &[&str] = &[
     "shutdown-delay",
     "control-socket",
     "files",
+    "metrics-listen",
 ];
 pub const FILE_KEYS: &[&str] = &["path", "template", "mode", "owner", "env"];
 pub const ENV_KEYS: &[&str] = &[
@@ -170,6 +171,7 @@ fn schema_value() -> Value {
             "shutdown-delay": duration("how long jobs keep running after the first SIGTERM/SIGINT (health fails meanwhile); default 0s"),
             "control-socket": {"type": "string", "description": "Unix socket for status and control commands; default /run/simplevisor.sock, \"\" turns it off"},
             "files": {"type": "array", "items": file, "description": "files rendered from templates before the first init job and removed on exit"},
+            "metrics-listen": {"type": "string", "minLength": 1, "description": "IP:PORT on which to serve /metrics (Prometheus), /readyz and /livez over HTTP; absent: off"},
             "restart-backoff": {
                 "type": "object",
                 "additionalProperties": false,

@@ -39,6 +39,8 @@ pub struct Config {
     pub shutdown_delay: Duration,
     /// `files`: rendered and written before the first init job, removed on exit.
     pub files: Vec<FileSpec>,
+    /// Where `/metrics`, `/readyz` and `/livez` are served over HTTP; `None` when not asked for.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// One entry of `files` (docs/files.md).

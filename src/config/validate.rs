@@ -303,6 +303,7 @@ impl Validator<'_> {
                 Some((name, file.path.to_string_lossy().into_owned()))
             })
             .collect();
+        let metrics_listen = self.metrics_listen(map);
         Config {
             source: PathBuf::from(file),
             env,
@@ -313,6 +314,25 @@ impl Validator<'_> {
             control_socket,
             shutdown_delay,
             files,
+            metrics_listen,
+        }
+    }
+
+    /// `metrics-listen`: an `IP:PORT` (no host name: binding never waits for a name lookup).
+    fn metrics_listen(&mut self, map: &Map<String, Value>) -> Option<std::net::SocketAddr> {
+        let text = self.string(map, "", "metrics-listen")?;
+        match text.parse::<std::net::SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.problem(
+                    "metrics-listen",
+                    format!(
+                        "{} is not an address like 0.0.0.0:9100, 127.0.0.1:9100 or [::]:9100 (an IP address and a port; host names are not resolved; leave the key out to turn metrics off)",
+                        quoted(&text)
+                    ),
+                );
+                None
+            }
         }
     }
 

@@ -6,7 +6,11 @@
 //! [`Pipes::read_ready`]. When [`Output`] has no room, `Pipes` takes itself out of the
 //! caller's epoll (reading stops, jobs block on their full pipes) and puts itself back in
 //! [`Pipes::resume`], called when the output's wake-up fd is readable.
+//!
+//! It also counts, per job and stream, the records written and the bytes the job wrote
+//! ([`Pipes::log_counts`]), over all the job's runs, for the metrics.
 
+use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 
 use nix::errno::Errno;
@@ -25,10 +29,21 @@ const BATCH_SIZE: usize = 64 * 1024;
 /// The most streams one [`Pipes::read_ready`] reads; the others are reported ready again.
 const READY_AT_ONCE: usize = 32;
 
+/// What one job wrote, over all its runs: index 0 is stdout, 1 is stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogCounts {
+    /// Records written: one per line, and one per 64 KiB chunk of a longer line.
+    pub lines: [u64; 2],
+    /// Bytes the job wrote, newlines included.
+    pub bytes: [u64; 2],
+}
+
 /// An output stream of a running (or just exited) job.
 struct Stream {
     /// The caller's key for the job the stream belongs to.
     owner: usize,
+    /// 0 for stdout, 1 for stderr.
+    index: usize,
     name: Box<str>,
     fd: OwnedFd,
     relay: StreamRelay,
@@ -48,6 +63,8 @@ pub struct Pipes<'a> {
     batch: Vec<u8>,
     output: &'a Output,
     logger: Logger,
+    /// Per job (the caller's key): added to after every read, so a lookup is all a scrape costs.
+    counts: HashMap<usize, LogCounts>,
 }
 
 impl<'a> Pipes<'a> {
@@ -81,6 +98,7 @@ impl<'a> Pipes<'a> {
             batch: Vec::new(),
             output,
             logger,
+            counts: HashMap::new(),
         })
     }
 
@@ -94,11 +112,22 @@ impl<'a> Pipes<'a> {
         stdout: OwnedFd,
         stderr: OwnedFd,
     ) {
-        self.add(owner, name, stdout, StreamRelay::new(name, 0, format));
-        self.add(owner, name, stderr, StreamRelay::new(name, 1, format));
+        self.add(owner, 0, name, stdout, StreamRelay::new(name, 0, format));
+        self.add(owner, 1, name, stderr, StreamRelay::new(name, 1, format));
     }
 
-    fn add(&mut self, owner: usize, name: &str, fd: OwnedFd, relay: StreamRelay) {
+    /// Lines and bytes job `owner` wrote so far, over all its runs (zero for a job never seen).
+    pub fn log_counts(&self, owner: usize) -> LogCounts {
+        self.counts.get(&owner).copied().unwrap_or_default()
+    }
+
+    /// Drops the counts of job `owner` (a job removed from the configuration), so that a new
+    /// job given the same key starts from zero.
+    pub fn forget(&mut self, owner: usize) {
+        self.counts.remove(&owner);
+    }
+
+    fn add(&mut self, owner: usize, index: usize, name: &str, fd: OwnedFd, relay: StreamRelay) {
         let slot = match self.streams.iter().position(Option::is_none) {
             Some(slot) => slot,
             None => {
@@ -117,6 +146,7 @@ impl<'a> Pipes<'a> {
         }
         self.streams[slot] = Some(Stream {
             owner,
+            index,
             name: name.into(),
             fd,
             relay,
@@ -195,6 +225,7 @@ impl<'a> Pipes<'a> {
             }
             if close && let Some(stream) = self.streams[slot].as_mut() {
                 stream.relay.finish(&mut self.batch, now);
+                self.tally(slot);
                 self.close_stream(slot);
             }
         }
@@ -234,6 +265,7 @@ impl<'a> Pipes<'a> {
                     ReadOutcome::Eof
                 }
             };
+        self.tally(slot);
         if outcome == ReadOutcome::Eof {
             self.close_stream(slot);
         }
@@ -241,6 +273,17 @@ impl<'a> Pipes<'a> {
             self.flush_batch();
         }
         outcome
+    }
+
+    /// Moves what stream `slot` counted since the last tally into its job's counts.
+    fn tally(&mut self, slot: usize) {
+        let Some(stream) = self.streams.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let (lines, bytes) = stream.relay.take_counts();
+        let counts = self.counts.entry(stream.owner).or_default();
+        counts.lines[stream.index] += lines;
+        counts.bytes[stream.index] += bytes;
     }
 
     fn close_stream(&mut self, slot: usize) {
@@ -309,6 +352,23 @@ mod tests {
         drop(err_writer);
         pipes.drain(3, true);
         assert!(pipes.streams.iter().all(Option::is_none));
+        let counts = pipes.log_counts(3);
+        assert_eq!(counts.lines, [2, 2]);
+        assert_eq!(counts.bytes, [8, 25]);
+
+        // A second run of the same job adds to the counts; another job has its own.
+        let (job_out, mut out_writer) = nonblocking_pipe();
+        let (job_err, err_writer) = nonblocking_pipe();
+        pipes.register(3, "web", LogFormat::Text, job_out, job_err);
+        out_writer.write_all(b"three\n").unwrap();
+        drop(out_writer);
+        drop(err_writer);
+        pipes.drain(3, true);
+        assert_eq!(pipes.log_counts(3).lines, [3, 2]);
+        assert_eq!(pipes.log_counts(3).bytes, [14, 25]);
+        assert_eq!(pipes.log_counts(4), LogCounts::default());
+        pipes.forget(3);
+        assert_eq!(pipes.log_counts(3), LogCounts::default());
         drop(pipes);
         output.finish();
         drop(logger);
@@ -334,7 +394,8 @@ mod tests {
                 (0, "one"),
                 (0, "two"),
                 (1, "oops"),
-                (1, "last without newline")
+                (1, "last without newline"),
+                (0, "three")
             ]
         );
     }

@@ -26,6 +26,10 @@ pub struct StreamRelay {
     head: RecordHead,
     format: LogFormat,
     framer: Framer,
+    /// Records written and bytes taken since the last [`StreamRelay::take_counts`]: plain
+    /// integers, one addition per record and per read, so counting costs nothing measurable.
+    records: u64,
+    bytes: u64,
 }
 
 impl StreamRelay {
@@ -39,7 +43,18 @@ impl StreamRelay {
             } else {
                 Framer::new()
             },
+            records: 0,
+            bytes: 0,
         }
+    }
+
+    /// The records written and the bytes of the stream taken (newlines included) since the
+    /// last call, and starts counting again from zero.
+    pub fn take_counts(&mut self) -> (u64, u64) {
+        let counts = (self.records, self.bytes);
+        self.records = 0;
+        self.bytes = 0;
+        counts
     }
 
     /// One `read(2)` of `fd` (non-blocking) into `scratch`; records of the complete lines are
@@ -81,6 +96,7 @@ impl StreamRelay {
     /// `\r`, non-ASCII, a long or partial line, a `json` job's line) goes through the framer
     /// and the general encoder, which give the same bytes for the lines the fast path takes.
     pub fn push(&mut self, mut data: &[u8], out: &mut Vec<u8>, time: u64) {
+        self.bytes += data.len() as u64;
         if self.format != LogFormat::Text {
             return self.push_framed(data, out, time);
         }
@@ -98,6 +114,7 @@ impl StreamRelay {
             match data.get(plain) {
                 Some(b'\n') if plain <= MAX_MESSAGE => {
                     self.head.record_plain(out, time, &data[..plain]);
+                    self.records += 1;
                     data = &data[plain + 1..];
                 }
                 Some(_) => {
@@ -115,11 +132,14 @@ impl StreamRelay {
             head,
             format,
             framer,
+            records,
+            ..
         } = self;
         framer.push(data, |message, whole_line| {
             // A chunk of a cut line is never a whole JSON object.
             let format = if whole_line { *format } else { LogFormat::Text };
             head.record(out, time, message, format);
+            *records += 1;
         });
     }
 
@@ -129,10 +149,13 @@ impl StreamRelay {
             head,
             format,
             framer,
+            records,
+            ..
         } = self;
         framer.finish(|message, whole_line| {
             let format = if whole_line { *format } else { LogFormat::Text };
             head.record(out, time, message, format);
+            *records += 1;
         });
     }
 }
@@ -259,6 +282,11 @@ mod tests {
 
     /// Relays `stream` read in pieces cut at `cuts`, then ended.
     fn relay_in_pieces(stream: &[u8], cuts: &[usize], format: LogFormat) -> Vec<u8> {
+        relay_and_count(stream, cuts, format).0
+    }
+
+    /// [`relay_in_pieces`], with what the relay counted: records and bytes.
+    fn relay_and_count(stream: &[u8], cuts: &[usize], format: LogFormat) -> (Vec<u8>, (u64, u64)) {
         let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
         cuts.sort_unstable();
         let mut relay = StreamRelay::new("job", 0, format);
@@ -270,7 +298,7 @@ mod tests {
         }
         relay.push(&stream[start..], &mut out, 7);
         relay.finish(&mut out, 7);
-        out
+        (out, relay.take_counts())
     }
 
     #[test]
@@ -317,6 +345,21 @@ mod tests {
         ) {
             let format = if json { LogFormat::Json } else { LogFormat::Text };
             prop_assert_eq!(relay_in_pieces(&stream, &cuts, format), reference(&stream, format));
+        }
+
+        /// Every record written counts one line, and the bytes are the stream's own,
+        /// whichever path (fast or framed) each line took.
+        #[test]
+        fn the_counts_are_the_records_written_and_the_bytes_taken(
+            stream in stream_strategy(),
+            cuts in proptest::collection::vec(any::<usize>(), 0..8),
+            json in any::<bool>(),
+        ) {
+            let format = if json { LogFormat::Json } else { LogFormat::Text };
+            let (out, (records, bytes)) = relay_and_count(&stream, &cuts, format);
+            let newlines = out.iter().filter(|&&b| b == b'\n').count() as u64;
+            prop_assert_eq!(records, newlines);
+            prop_assert_eq!(bytes, stream.len() as u64);
         }
     }
 

@@ -583,3 +583,54 @@ fn file_mistakes_are_all_reported_with_their_path() {
         "{not_array:?}"
     );
 }
+
+#[test]
+fn metrics_listen_is_off_unless_given_and_takes_an_ip_and_a_port() {
+    let c = load_text(r#"{"jobs": {"main": [{"cmd": ["a"]}]}}"#).unwrap();
+    assert_eq!(c.metrics_listen, None);
+    for (text, expected) in [
+        ("0.0.0.0:9100", "0.0.0.0:9100"),
+        ("127.0.0.1:0", "127.0.0.1:0"),
+        ("[::]:9100", "[::]:9100"),
+        ("[::1]:80", "[::1]:80"),
+    ] {
+        let c = load_text(&format!(
+            r#"{{"metrics-listen": "{text}", "jobs": {{"main": [{{"cmd": ["a"]}}]}}}}"#
+        ))
+        .unwrap();
+        assert_eq!(
+            c.metrics_listen.map(|a| a.to_string()).as_deref(),
+            Some(expected)
+        );
+    }
+}
+
+#[test]
+fn a_metrics_address_that_does_not_parse_is_named_with_its_path() {
+    for text in [
+        "localhost:9100",
+        ":9100",
+        "9100",
+        "0.0.0.0",
+        "0.0.0.0:99999",
+        "::1:9100",
+        "",
+        " 127.0.0.1:9100",
+    ] {
+        let found = problems(&format!(
+            r#"{{"metrics-listen": "{text}", "jobs": {{"main": [{{"cmd": ["a"]}}]}}}}"#
+        ));
+        let expected = format!("metrics-listen: \"{text}\" is not an address like 0.0.0.0:9100");
+        assert!(
+            found.iter().any(|p| p.starts_with(&expected)),
+            "{text}: {found:?}"
+        );
+    }
+    let found = problems(r#"{"metrics-listen": 9100, "jobs": {"main": [{"cmd": ["a"]}]}}"#);
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("metrics-listen: must be a string")),
+        "{found:?}"
+    );
+}
