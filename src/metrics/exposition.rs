@@ -14,7 +14,14 @@ use std::time::Duration;
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The supervisor's phases, as `status` names them.
-pub const PHASES: &[&str] = &["init", "main", "shutdown-delay", "stopping", "done"];
+pub const PHASES: &[&str] = &[
+    "vault",
+    "init",
+    "main",
+    "shutdown-delay",
+    "stopping",
+    "done",
+];
 
 /// The states a job of each kind can be in, as `status` names them.
 pub const STATES: &[(&str, &[&str])] = &[

@@ -97,5 +97,8 @@ pub fn settings_needing_restart(running: &Config, new: &Config) -> Vec<&'static 
     if running.control_socket != new.control_socket {
         keys.push("control-socket");
     }
+    if running.metrics_listen != new.metrics_listen {
+        keys.push("metrics-listen");
+    }
     keys
 }

@@ -29,6 +29,7 @@ use crate::control::server::ControlServer;
 use crate::environment::{self, EnvPlan};
 use crate::logs::{Logger, Output};
 use crate::mailbox;
+use crate::metrics::MetricsServer;
 use crate::vault::Session;
 
 use event_loop::{EnvBuilder, EventLoop, Startup};
@@ -118,6 +119,21 @@ fn supervise(
             }
         }
     });
+    let metrics = config.metrics_listen.and_then(|addr| {
+        match MetricsServer::bind(addr, event_loop::METRICS_BASE) {
+            Ok(server) => {
+                logger.info(&format!(
+                    "metrics: http://{}/metrics (also /readyz and /livez)",
+                    server.local_addr()
+                ));
+                Some(server)
+            }
+            Err(warning) => {
+                logger.error(&format!("metrics: {warning}"));
+                None
+            }
+        }
+    });
     let build_env = env_builder(&config, process_env, plan);
     let startup = if plan.needs_vault {
         match start_vault(&config, process_env, plan, logger) {
@@ -145,6 +161,7 @@ fn supervise(
         output,
         logger.clone(),
         control,
+        metrics,
     );
     let finished = match event_loop {
         Ok(event_loop) => event_loop.run(),

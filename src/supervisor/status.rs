@@ -60,6 +60,8 @@ pub enum LastExit {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobStatus {
+    /// The machine's id of the job (not shown: for the shell's own records).
+    pub id: usize,
     pub name: String,
     /// `"init"` or `"main"`.
     pub kind: &'static str,
@@ -271,6 +273,7 @@ mod tests {
             not_ready: Some("job web is backoff".into()),
             jobs: vec![
                 JobStatus {
+                    id: 0,
                     name: "migrate".into(),
                     kind: "init",
                     state: JobState::Done,
@@ -283,6 +286,7 @@ mod tests {
                     check_error: None,
                 },
                 JobStatus {
+                    id: 1,
                     name: "web".into(),
                     kind: "main",
                     state: JobState::Backoff,

@@ -124,6 +124,7 @@ pub struct Session {
     /// Disconnected when the renewer thread has ended.
     finished: Receiver<()>,
     lifetimes: Arc<Mutex<renewer::Lifetimes>>,
+    renewals: Arc<renewer::RenewalCounts>,
     log: Box<dyn Log>,
 }
 
@@ -226,7 +227,7 @@ impl Session {
         let (renewer_tx, renewer_rx) = mpsc::channel();
         let lifetimes = Arc::new(Mutex::new(Vec::new()));
         let (finished_tx, finished) = mpsc::channel::<()>();
-        let renewer = Renewer::new(
+        let mut renewer = Renewer::new(
             client.clone(),
             credentials,
             settings.clone(),
@@ -240,6 +241,8 @@ impl Session {
             renewer_tx.clone(),
             Arc::clone(&lifetimes),
         );
+        let renewals = Arc::new(renewer::RenewalCounts::default());
+        renewer.counts = Arc::clone(&renewals);
         std::thread::Builder::new()
             .name("vault".into())
             .stack_size(RENEWER_STACK)
@@ -256,6 +259,7 @@ impl Session {
             renewer: renewer_tx,
             finished,
             lifetimes,
+            renewals,
             log: Box::new(log),
         })
     }
@@ -278,6 +282,15 @@ impl Session {
     /// renewer revokes the leases (and our old token) they replaced, in the background.
     pub fn revoke_superseded(&self) {
         let _ = self.renewer.send(Message::RevokeSuperseded);
+    }
+
+    /// Renewals that succeeded and that failed so far.
+    pub fn renewals(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.renewals.ok.load(Relaxed),
+            self.renewals.failed.load(Relaxed),
+        )
     }
 
     /// `simplevisor rotate`: the renewer fetches every secret anew; the outcome comes as

@@ -9,6 +9,7 @@
 //! on at its time whatever is still in flight.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -61,6 +62,8 @@ pub struct Renewer<L: Log> {
     previous: Option<Vec<Kept>>,
     /// A rotation after an expiry failed: try again at `at`, until what expires is gone.
     retry: Option<Retry>,
+    /// Shared with the session, for the metrics.
+    pub counts: Arc<RenewalCounts>,
 }
 
 /// The next attempt at a rotation an expiry called for.
@@ -75,6 +78,13 @@ struct Retry {
 
 /// How long after a failed rotation an expiry's rotation is tried again.
 const ROTATION_RETRY: Duration = Duration::from_secs(5);
+
+/// Renewals so far, for the metrics (the renewer counts, the supervisor reads).
+#[derive(Debug, Default)]
+pub struct RenewalCounts {
+    pub ok: AtomicU64,
+    pub failed: AtomicU64,
+}
 
 /// The token's and each lease's expiry (`None`: never), by reference, for `status`.
 pub type Lifetimes = Vec<(String, Option<Instant>)>;
@@ -166,6 +176,7 @@ impl<L: Log + Clone> Renewer<L> {
             lifetimes,
             previous: None,
             retry: None,
+            counts: Arc::default(),
         }
     }
 
@@ -341,6 +352,11 @@ impl<L: Log + Clone> Renewer<L> {
     /// that is gone.
     fn on_renewal(&mut self, subject: Subject, sent: Instant, outcome: Outcome) {
         let now = Instant::now();
+        let counter = match outcome {
+            Outcome::Renewed { .. } => &self.counts.ok,
+            _ => &self.counts.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         match subject {
             Subject::Token(token) => {
                 if token != self.token {

@@ -5,6 +5,7 @@
 //! [`Action`]s into syscalls; it decides nothing itself. Control requests are answered in
 //! `requests`.
 
+mod metrics;
 mod requests;
 
 use std::collections::{BTreeMap, HashMap};
@@ -20,6 +21,7 @@ use crate::environment::VaultInjection;
 use crate::logs::pipes::Pipes;
 use crate::logs::{Logger, Output};
 use crate::mailbox::Inbox;
+use crate::metrics::MetricsServer;
 use crate::signals;
 use crate::spawn::{self, SpawnRequest};
 use crate::vault::{self, Session, VaultEvent};
@@ -40,6 +42,8 @@ const TOKEN_STARTUP: u64 = 5;
 pub const CONTROL_BASE: u64 = 1 << 32;
 /// The readiness check socket of job `n` has token `CHECKS_BASE + n`.
 const CHECKS_BASE: u64 = 2 << 32;
+/// The metrics listener has token `METRICS_BASE`, its connections the tokens after it.
+pub const METRICS_BASE: u64 = 3 << 32;
 
 /// How often groups of exited leaders are checked for members when nothing else wakes us:
 /// members reaped by their own parent inside the group send us no SIGCHLD.
@@ -100,6 +104,7 @@ pub struct EventLoop<'a> {
     vault: Option<VaultLink>,
     status: Option<u8>,
     control: Option<ControlServer>,
+    metrics: Option<MetricsServer>,
     checks: Checks,
 }
 
@@ -113,6 +118,7 @@ impl<'a> EventLoop<'a> {
         output: &'a Output,
         logger: Logger,
         control: Option<ControlServer>,
+        metrics: Option<MetricsServer>,
     ) -> Result<EventLoop<'a>, String> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
             .map_err(|e| format!("cannot create epoll instance: {e}"))?;
@@ -136,6 +142,14 @@ impl<'a> EventLoop<'a> {
                     logger.error(&format!("{message}; running without a control socket"));
                     None
                 }
+            }
+        });
+        // Never fatal either: without it, simplevisor runs without metrics.
+        let metrics = metrics.and_then(|server| match server.register(&epoll) {
+            Ok(()) => Some(server),
+            Err(message) => {
+                logger.error(&format!("{message}; running without metrics"));
+                None
             }
         });
         let checks = Checks::new(CHECKS_BASE, logger.clone());
@@ -163,6 +177,7 @@ impl<'a> EventLoop<'a> {
             vault: None,
             status: None,
             control,
+            metrics,
             checks,
         })
     }
@@ -226,7 +241,11 @@ impl<'a> EventLoop<'a> {
 
     fn timeout(&self, now: Instant) -> EpollTimeout {
         let mut deadline = self.machine.next_deadline();
-        if let Some(at) = self.control.as_ref().and_then(ControlServer::next_deadline) {
+        let servers = [
+            self.control.as_ref().and_then(ControlServer::next_deadline),
+            self.metrics.as_ref().and_then(MetricsServer::next_deadline),
+        ];
+        for at in servers.into_iter().flatten() {
             deadline = Some(deadline.map_or(at, |d| d.min(at)));
         }
         if !self.machine.draining_groups().is_empty() {
@@ -276,6 +295,7 @@ impl<'a> EventLoop<'a> {
                 Action::CancelCheck { job } => self.checks.cancel(job, &self.epoll),
                 Action::Forget(job) => {
                     self.checks.cancel(job, &self.epoll);
+                    self.pipes.forget(job);
                     self.records.remove(&job);
                 }
             }
@@ -571,8 +591,13 @@ impl<'a> EventLoop<'a> {
         )
     }
 
-    /// A token of a control connection or of a readiness check's socket.
+    /// A token of a control connection, of the metrics listener or one of its connections,
+    /// or of a readiness check's socket.
     fn on_token(&mut self, token: u64) {
+        if token >= METRICS_BASE {
+            self.on_metrics(token);
+            return;
+        }
         if let Some(job) = self.checks.job_of_token(token) {
             if let Some(outcome) = self.checks.on_ready(job, &self.epoll) {
                 let actions = self.check_done(outcome);

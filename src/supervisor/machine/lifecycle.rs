@@ -96,6 +96,7 @@ impl Machine {
         actions: &mut Vec<Action>,
     ) {
         let Some(job) = self.job_of_leader(pid) else {
+            self.counters.orphans_reaped += 1;
             actions.extend(self.orphans.reaped(pid, how, now).map(Action::Info));
             return;
         };

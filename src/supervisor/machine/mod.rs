@@ -292,6 +292,16 @@ enum Phase {
     Done,
 }
 
+/// Running totals for the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub orphans_reaped: u64,
+    /// One per signal received and forwarded to at least one job.
+    pub signals_forwarded: u64,
+    /// Rotations that reached every job.
+    pub rotations: u64,
+}
+
 /// The supervisor's state.
 #[derive(Debug)]
 pub struct Machine {
@@ -317,6 +327,7 @@ pub struct Machine {
     prerequisites: BTreeMap<JobId, Vec<JobId>>,
     /// A first shutdown signal came during the main phase: stop everything at this moment.
     delayed_stop: Option<Instant>,
+    counters: Counters,
 }
 
 impl Machine {
@@ -337,6 +348,7 @@ impl Machine {
             delayed_stop: None,
             dependents: BTreeMap::new(),
             prerequisites: BTreeMap::new(),
+            counters: Counters::default(),
         };
         for policy in init {
             let id = machine.add(policy);
@@ -489,6 +501,10 @@ impl Machine {
                 _ => None,
             })
             .collect()
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.counters
     }
 
     /// Init jobs are done and main jobs run (or wait to restart).

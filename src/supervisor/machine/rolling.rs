@@ -91,6 +91,7 @@ impl Machine {
             return;
         }
         let done = self.rotation.take().unwrap_or_default();
+        self.counters.rotations += 1;
         actions.push(Action::Info(format!(
             "rotation done: {} job(s) restarted, {} sent their reload-signal",
             done.restarted, done.signalled

@@ -67,6 +67,9 @@ impl Machine {
                 names.push(entry.policy.name.as_str());
             }
         }
+        if !names.is_empty() {
+            self.counters.signals_forwarded += 1;
+        }
         let name = signals::name_of(signal);
         actions.push(Action::Info(if names.is_empty() {
             format!("received {name}; no job running to forward it to")

@@ -7,7 +7,7 @@ use crate::config::JobKind;
 use crate::signals;
 
 use super::super::status::{JobState, JobStatus, LastExit, Snapshot};
-use super::{Job, Machine, Phase, Run, Termination};
+use super::{Job, JobId, Machine, Phase, Run, Termination};
 
 impl Machine {
     /// What `status` shows (without Vault and files, which the caller adds).
@@ -18,7 +18,7 @@ impl Machine {
             jobs: self
                 .ids()
                 .into_iter()
-                .map(|id| job_status(&self.jobs[&id], now))
+                .map(|id| job_status(id, &self.jobs[&id], now))
                 .collect(),
             vault: Vec::new(),
             files: Vec::new(),
@@ -69,7 +69,7 @@ impl Machine {
     }
 }
 
-fn job_status(job: &Job, now: Instant) -> JobStatus {
+fn job_status(id: JobId, job: &Job, now: Instant) -> JobStatus {
     let main = job.policy.kind == JobKind::Main;
     let state = match job.run {
         Run::Idle if job.held => JobState::Stopped,
@@ -94,6 +94,7 @@ fn job_status(job: &Job, now: Instant) -> JobStatus {
         _ => (None, None),
     };
     JobStatus {
+        id,
         name: job.policy.name.clone(),
         kind: if main { "main" } else { "init" },
         state,
