@@ -28,6 +28,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
+use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use harness::{BIN, TempDir, is_root, require};
@@ -325,9 +326,10 @@ fn readme_commands() -> Vec<String> {
 /// How each README command is exercised here:
 ///
 /// - `cargo run -- ARGS`: the binary cargo builds for it (this test's own `simplevisor`) runs
-///   with ARGS from the repository root. The example supervises for ever, so it is given 4 s,
-///   then `SIGTERM` (the Ctrl-C the README suggests): it must still be running then, print
-///   only JSON records including job lines, and exit 0 after its shutdown record.
+///   with ARGS from the repository root. The example supervises for ever, so it runs until it
+///   has shown what the README says it does, a job that fails and is restarted (at most
+///   20 s), then gets `SIGTERM` (the Ctrl-C the README suggests): it must still be running
+///   then, print only JSON records including job lines, and exit 0 after its shutdown record.
 /// - `scripts/test`: runs the whole suite, this test included, so it is not run from here; it
 ///   must exist, be executable, parse (`bash -n`), and be what `.ci/run` runs, as the README
 ///   says.
@@ -375,13 +377,14 @@ fn run_like_cargo_run(args: Vec<&str>) -> Result<(), String> {
         .spawn()
         .map_err(|e| e.to_string())?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
+    let (tx, received) = mpsc::channel();
     let reader = std::thread::spawn(move || {
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .collect::<Vec<String>>()
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
     });
-    std::thread::sleep(Duration::from_secs(4));
+    let mut lines = Vec::new();
+    let restarted = wait_for_a_restart(&received, &mut lines, Duration::from_secs(20));
     let early = child.try_wait().map_err(|e| e.to_string())?;
     // SAFETY: kill on the pid of a child we have not reaped yet.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -397,10 +400,14 @@ fn run_like_cargo_run(args: Vec<&str>) -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let lines = reader.join().map_err(|_| "reader panicked")?;
+    reader.join().map_err(|_| "reader panicked")?;
+    lines.extend(received.try_iter());
     let said = || lines.join("\n");
     if let Some(early) = early {
         return Err(format!("exited before SIGTERM ({early}):\n{}", said()));
+    }
+    if !restarted {
+        return Err(format!("no job was restarted within 20 s:\n{}", said()));
     }
     if status.code() != Some(0) {
         return Err(format!("exit status {status} after SIGTERM:\n{}", said()));
@@ -432,6 +439,36 @@ fn run_like_cargo_run(args: Vec<&str>) -> Result<(), String> {
         return Err(format!("no graceful shutdown:\n{}", said()));
     }
     Ok(())
+}
+
+/// Reads records into `lines` until a job has been started again after its exit ("restarting
+/// job NAME ...", then "job NAME started"); false if that does not come within `timeout` or
+/// the output ends first.
+fn wait_for_a_restart(
+    received: &Receiver<String>,
+    lines: &mut Vec<String>,
+    timeout: Duration,
+) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut restarting: Option<String> = None;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = received.recv_timeout(left) else {
+            return false;
+        };
+        let message = serde_json::from_str::<Value>(&line)
+            .ok()
+            .and_then(|r| r["message"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        lines.push(line);
+        if let Some(name) = &restarting {
+            if message.starts_with(&format!("job {name} started")) {
+                return true;
+            }
+        } else if let Some(rest) = message.strip_prefix("restarting job ") {
+            restarting = rest.split(' ').next().map(str::to_string);
+        }
+    }
 }
 
 #[test]

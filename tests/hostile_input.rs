@@ -8,7 +8,7 @@ use std::io::Write as _;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use harness::{BIN, TempDir};
+use harness::{BIN, TempDir, run, secs};
 
 fn simplevisor(args: &[&str]) -> Output {
     Command::new(BIN)
@@ -178,26 +178,20 @@ fn values_that_would_fail_only_at_start_are_refused_before() {
 
 #[test]
 fn the_longest_allowed_durations_work() {
-    let dir = TempDir::new("hostile");
-    let config = dir.write(
-        "simplevisor.json",
+    let mut sv = run(
         r#"{"stop-timeout": "8760h", "restart-backoff": {"initial": "8760h", "max": "8760h", "reset-after": "8760h"},
             "vault": {"startup-timeout": "8760h"},
             "jobs": {"main": [{"cmd": ["sh", "-c", "echo up; exec sleep 100"], "restart": "always"}]}}"#,
-    );
-    let mut sv = Command::new(BIN)
-        .args(["--no-vault", "--config", config.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(sv.id() as i32, libc::SIGTERM) };
-    let status = sv.wait().unwrap();
+    )
+    .arg("--no-vault")
+    .start();
+    sv.wait_message("sh", "up", secs(10.0));
+    sv.signal(libc::SIGTERM);
     assert_eq!(
-        status.code(),
-        Some(0),
-        "a year-long stop-timeout must not crash the shutdown"
+        sv.wait_exit(secs(10.0)),
+        0,
+        "a year-long stop-timeout must not crash the shutdown: {}",
+        sv.dump()
     );
 }
 

@@ -6,9 +6,10 @@ mod harness;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use harness::{BIN, TempDir, run, secs};
+use harness::{BIN, TempDir, children, run, secs, wait_until};
 use serde_json::Value;
 
 #[test]
@@ -111,7 +112,22 @@ fn a_closed_stdout_is_reported_once_and_jobs_stay_supervised() {
     let mut first = String::new();
     stdout.read_line(&mut first).unwrap();
     drop(stdout); // the reader goes away: EPIPE from now on
-    std::thread::sleep(Duration::from_millis(500));
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (tx, lines) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut said: Vec<String> = Vec::new();
+    wait_until("a report of the closed stdout", secs(10.0), || {
+        said.extend(lines.try_iter());
+        said.iter().any(|l| l.contains("writing to stdout failed"))
+    });
+    // After the report, chatty goes on writing a line every 10 ms, each one failing: 300 ms
+    // of that is about 30 failed writes, enough to show a failure is neither fatal nor
+    // reported again.
+    std::thread::sleep(Duration::from_millis(300));
     assert!(
         child.try_wait().unwrap().is_none(),
         "simplevisor died with its stdout"
@@ -127,16 +143,36 @@ fn a_closed_stdout_is_reported_once_and_jobs_stay_supervised() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(status.code(), Some(0), "a clean shutdown, not a crash");
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    let reports: Vec<&str> = stderr
-        .lines()
+    reader.join().unwrap();
+    said.extend(lines.try_iter());
+    let reports: Vec<&str> = said
+        .iter()
+        .map(String::as_str)
         .filter(|l| l.contains("writing to stdout failed"))
         .collect();
-    assert_eq!(reports.len(), 1, "{stderr}");
+    assert_eq!(reports.len(), 1, "{said:?}");
     let record: Value = serde_json::from_str(reports[0]).unwrap();
     assert_eq!(record["process"], "internal");
     assert_eq!(record["stream"], 1);
+}
+
+/// Whether `pid` sleeps in write(2): a writer to a full pipe.
+fn blocked_writing(pid: i32) -> bool {
+    let syscall = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    syscall.split(' ').next() == Some(&libc::SYS_write.to_string()) && state == Some("S")
+}
+
+/// The bytes `pid` has written so far.
+fn written_bytes(pid: i32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    io.lines()
+        .find_map(|l| l.strip_prefix("wchar:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -162,8 +198,29 @@ fn a_blocked_stdout_blocks_the_jobs_not_the_memory() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    // Nobody reads for a while: the job must block, simplevisor must not buffer it all.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Nobody reads: the job must block, simplevisor must not buffer it all. Held back is seq
+    // (the job's child) asleep in write(2) having written nothing more for 200 ms: its pipe
+    // is full and nobody drains it, where a simplevisor buffering everything would drain it
+    // at once.
+    let sv = child.id() as i32;
+    let mut since: Option<(u64, Instant)> = None;
+    wait_until("seq held back, asleep in write(2)", secs(20.0), || {
+        let writer = children(sv)
+            .into_iter()
+            .flat_map(children)
+            .find(|&pid| blocked_writing(pid));
+        let Some(written) = writer.map(written_bytes) else {
+            since = None;
+            return false;
+        };
+        match since {
+            Some((before, at)) if before == written => at.elapsed() >= secs(0.2),
+            _ => {
+                since = Some((written, Instant::now()));
+                false
+            }
+        }
+    });
     let rss_blocked = rss_kib(child.id());
     assert!(
         !dir.path().join("flood-finished").exists(),

@@ -12,9 +12,9 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use harness::{BIN, Supervisor, secs, start_with_env};
+use harness::{BIN, Supervisor, secs, start_with_env, wait_until};
 use support::TempDir;
-use support::bao::{Bao, Https};
+use support::bao::{Bao, Https, ROOT_TOKEN};
 use support::kube::TokenReview;
 use support::pki::{Ca, JwtSigner};
 
@@ -155,7 +155,14 @@ fn jwt_login_reads_the_rotated_file_when_logging_in_again() {
     let second = signer.sign(jwt_claims("app"), 3600);
     std::fs::write(&jwt_file, &second).unwrap();
     // Until the first JWT has expired, a login with it would still succeed.
-    std::thread::sleep(secs(7.0));
+    wait_until("OpenBao refuses the first JWT", secs(15.0), || {
+        let body = json!({ "role": "app", "jwt": first });
+        match bao.status_as(ROOT_TOKEN, "POST", "auth/jwt/login", body) {
+            200 => false,
+            400 => true,
+            other => panic!("a login with the first JWT: HTTP {other}"),
+        }
+    });
     revoke_and_see_a_new_login(&mut sv, &bao, "jwt");
     sv.signal(libc::SIGTERM);
     assert_eq!(sv.wait_exit(secs(15.0)), 0, "{}", sv.dump());

@@ -18,6 +18,7 @@ use crate::mailbox::{self, Inbox};
 use support::bao::Bao;
 use support::front::Front;
 use support::postgres::Postgres;
+use support::wait_until;
 
 /// Every record the Vault code writes, as `(is_error, message)`.
 #[derive(Clone, Default)]
@@ -152,7 +153,6 @@ fn start_error(settings: &VaultSettings, env: &[(String, String)], plan: &EnvPla
     }
 }
 
-/// The first event within `timeout`.
 /// The next event of `inbox`; events drained with it are kept for the next call.
 fn next_event(inbox: &Inbox<VaultEvent>, timeout: Duration) -> Option<VaultEvent> {
     thread_local! {
@@ -535,18 +535,24 @@ fn start_up_retries_a_broken_vault_until_it_answers_or_the_timeout() {
         front.requests()
     );
 
+    let front = Arc::new(front);
+    let refused = front.requests();
     let repair = std::thread::spawn({
-        let front = Arc::new(front);
+        let front = Arc::clone(&front);
+        // Repaired once the start-up below has been refused and has tried again.
         move || {
-            std::thread::sleep(Duration::from_secs(1));
+            wait_until(
+                "a retry of the refused start-up",
+                Duration::from_secs(10),
+                || front.requests() >= refused + 2,
+            );
             front.set_broken(false);
-            front
         }
     });
     let (session, _inbox, _log) = started(&settings(), &env, &plan);
     assert_eq!(session.values()["K"], "v");
     stop_now(session);
-    drop(repair.join());
+    repair.join().unwrap();
 }
 
 #[test]
@@ -592,7 +598,16 @@ fn a_broken_vault_sees_a_bounded_request_rate_until_the_renewer_gives_up() {
         }
         other => panic!("expected Fatal, got {other:?}; log {:?}", log.messages()),
     }
+    // Given up: the token has expired, so a renewer still at work would retry within 1 s (its
+    // shortest retry); 2 s without a request shows it has stopped.
+    let at_fatal = front.requests();
     std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        front.requests(),
+        at_fatal,
+        "requests after giving up: {:?}",
+        front.seen()
+    );
     let during = front.requests() - before;
     assert!(during <= 10, "{during} requests: {:?}", front.seen());
     assert!(
@@ -756,16 +771,28 @@ fn leases_fetched_by_a_refresh_still_in_flight_at_stop_are_revoked_too() {
     // The refresh at about 5 s keeps failing to get new credentials...
     front.set_broken_prefix(Some("/v1/database/creds/"));
     assert!(log.wait_for("fetching every secret anew", Duration::from_secs(8)));
-    std::thread::sleep(Duration::from_millis(300));
-    // ...while simplevisor stops; then Vault hands them out after all.
+    let creds = || {
+        front
+            .seen()
+            .iter()
+            .filter(|r| r.contains("/v1/database/creds/"))
+            .count()
+    };
+    // The first fetch at start, then the refresh's first attempt, refused.
+    wait_until("the refresh refused", Duration::from_secs(8), || {
+        creds() >= 2
+    });
+    // ...while simplevisor stops (and revokes the lease it knows of); then Vault hands them out
+    // after all.
     let stopper = std::thread::spawn(move || stop_now(session));
-    std::thread::sleep(Duration::from_millis(1500));
+    assert!(log.wait_for("revoked 1 lease(s)", Duration::from_secs(8)));
     front.set_broken_prefix(None);
     stopper.join().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while log.count("revoked 1 lease(s)") < 2 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert!(
+        log.wait_count("revoked 1 lease(s)", 2, Duration::from_secs(10)),
+        "{:?}",
+        log.messages()
+    );
     assert_eq!(log.count("revoked 1 lease(s)"), 2, "{:?}", log.messages());
     assert_eq!(bao.lease_count("database/creds/short/"), 0);
     assert!(inbox.drain().is_empty(), "no Refreshed after stop");

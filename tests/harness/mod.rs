@@ -19,6 +19,10 @@ pub mod control;
 mod prerequisite;
 #[allow(unused_imports)]
 pub use prerequisite::require;
+#[allow(clippy::duplicate_mod)]
+mod wait;
+#[allow(unused_imports)]
+pub use wait::wait_until;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_simplevisor");
 
@@ -242,6 +246,26 @@ impl Supervisor {
         }
     }
 
+    /// Checks an absence: no record matching `pred` arrives during `window` (records seen
+    /// before do not count; every record is kept). An absence can only be watched for a time:
+    /// the caller says why `window` is long enough for what it would otherwise have seen.
+    pub fn assert_none_for(&mut self, what: &str, window: Duration, pred: impl Fn(&Value) -> bool) {
+        let deadline = Instant::now() + window;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            // Disconnected: simplevisor has exited, nothing more can come.
+            let Ok(record) = self.records.recv_timeout(left) else {
+                return;
+            };
+            self.seen.push(record.clone());
+            assert!(
+                !pred(&record),
+                "a record {what} within {window:?}: {record}; seen:\n{}",
+                self.dump()
+            );
+        }
+    }
+
     pub fn dump(&self) -> String {
         self.seen
             .iter()
@@ -350,6 +374,25 @@ pub fn processes_with(marker: &str) -> Vec<i32> {
         }
     }
     found
+}
+
+/// The processes whose parent is `pid`.
+pub fn children(pid: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|child| {
+            // The parent is the second field after the command, which ends with the last ')'.
+            std::fs::read_to_string(format!("/proc/{child}/stat")).is_ok_and(|stat| {
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                    .is_some_and(|parent| parent == pid.to_string())
+            })
+        })
+        .collect()
 }
 
 pub fn secs(s: f64) -> Duration {

@@ -16,10 +16,16 @@ pub mod postgres;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-// The harness's rule, included here too for the crates (and in-crate tests) without it.
+// The harness's rule and its wait, included here too for the crates (and in-crate tests)
+// without the harness.
 #[path = "../harness/prerequisite.rs"]
 #[allow(clippy::duplicate_mod)]
 mod prerequisite;
+#[path = "../harness/wait.rs"]
+#[allow(clippy::duplicate_mod)]
+mod wait;
+#[allow(unused_imports)]
+pub use wait::wait_until;
 
 /// Why a fixture cannot run here: fails under `CI=true`, else says it is skipped.
 pub fn skip(reason: &str) {
