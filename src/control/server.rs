@@ -241,14 +241,22 @@ impl ControlServer {
                 }
                 continue;
             };
-            if stream.set_nonblocking(true).is_err()
-                || epoll
-                    .add(
-                        &stream,
-                        EpollEvent::new(EpollFlags::EPOLLIN, self.base + slot as u64),
-                    )
-                    .is_err()
-            {
+            let set_up = stream
+                .set_nonblocking(true)
+                .map_err(|e| format!("cannot make it non-blocking: {e}"))
+                .and_then(|()| {
+                    epoll
+                        .add(
+                            &stream,
+                            EpollEvent::new(EpollFlags::EPOLLIN, self.base + slot as u64),
+                        )
+                        .map_err(|e| format!("cannot watch it (epoll_ctl): {e}"))
+                });
+            if let Err(reason) = set_up {
+                // Closed unanswered: the client sees the connection end, the log says why.
+                records.push(format!(
+                    "control socket: a connection from uid {uid} was closed unanswered: {reason}"
+                ));
                 continue;
             }
             self.connections[slot] = Some(Connection {
