@@ -398,6 +398,14 @@ fn stop_timing_and_order(image: &Image, init: bool) {
     );
     let exit = position(&records, "internal", "simplevisor exits with status 0");
     assert!(polite < killed && stubborn < killed && killed < exit);
+    // No job left behind: each one's end is recorded before simplevisor exits.
+    for job in ["polite", "stubborn", "orphans"] {
+        let ended = records.iter().position(|r| {
+            is(r, "internal", &format!("job {job} exited"))
+                || is(r, "internal", &format!("job {job} was killed"))
+        });
+        assert!(ended.is_some_and(|at| at < exit), "{job}: {records:#?}");
+    }
 
     let c = Container::run(image, options, &["--config", "/configs/signals.json"]);
     c.wait_record("stubborn", "stubborn up", secs(20.0));
