@@ -594,12 +594,24 @@ fn kubernetes_example() {
 
 #[test]
 fn simplevisor_in_podman() {
-    let present = is_root() && podman_present() && static_busybox() && static_binary().exists();
-    if !require(
-        "root, podman and runc, a static busybox at /bin/busybox (busybox-static) and the \
-         static binary (scripts/build-static)",
-        present,
-    ) {
+    let prerequisites = [
+        ("root", is_root()),
+        ("podman and runc", podman_present()),
+        (
+            "a static busybox at /bin/busybox (busybox-static)",
+            static_busybox(),
+        ),
+        (
+            "the static binary (scripts/build-static)",
+            static_binary().exists(),
+        ),
+    ];
+    let missing: Vec<&str> = prerequisites
+        .iter()
+        .filter(|(_, present)| !present)
+        .map(|(what, _)| *what)
+        .collect();
+    if !require(&missing.join(", "), missing.is_empty()) {
         return;
     }
     let image = Image::example();
