@@ -122,3 +122,12 @@ pub fn release_startup_pages() {
         unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_PAGEOUT) };
     }
 }
+
+/// Gives the heap's free memory back to the kernel. A large answer (`status` or a scrape of
+/// thousands of jobs) is built and freed in one go; without this, its high-water mark stays
+/// resident for good (measured: 3.2 MiB of RSS with 1,000 jobs became 5.1 MiB after one
+/// `status`). Walking a heap of a few MiB takes microseconds.
+pub fn release_free_heap() {
+    // SAFETY: malloc_trim has no preconditions; it only returns free memory to the kernel.
+    unsafe { libc::malloc_trim(0) };
+}

@@ -32,6 +32,7 @@ impl EventLoop<'_> {
         if let Some(server) = &mut self.metrics {
             server.answer(slot, response, &self.epoll);
         }
+        super::super::pid1::release_free_heap();
     }
 
     /// Everything one scrape shows.

@@ -616,6 +616,8 @@ impl<'a> EventLoop<'a> {
             if let Some(control) = &mut self.control {
                 control.answer(slot, &answer, &self.epoll);
             }
+            drop(answer);
+            super::pid1::release_free_heap();
         }
     }
 
