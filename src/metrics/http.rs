@@ -159,11 +159,14 @@ pub fn parse(buf: &[u8]) -> Parse {
 }
 
 /// One connection's incoming bytes, and when parsing them again is worth it: a client that
-/// sends a byte at a time costs a scan of that byte, not a parse of everything so far.
+/// sends a byte at a time costs a scan of that byte, not a parse of everything so far. A
+/// parse is worth it when a line has ended (at most 34 times a request: a head has at most
+/// [`MAX_HEADERS`] header lines), so a request is found as soon as it is whole, and a line that
+/// is not HTTP is refused as soon as it ends (or at once, in the first bytes of a request).
 #[derive(Debug, Default)]
 pub struct Buffer {
     bytes: Vec<u8>,
-    /// `bytes[..scanned]` holds no end of a head (parsed already, or scanned for one).
+    /// `bytes[..scanned]` were seen by the last parse (or scanned for a line end since).
     scanned: usize,
     /// The head is whole and the request needs this many bytes in all.
     need: Option<usize>,
@@ -183,9 +186,9 @@ impl Buffer {
     }
 
     /// What the buffer holds: [`parse`] of it when that could give something new (the first
-    /// bytes of a request, so that garbage is answered at once; bytes that may end its head;
-    /// its whole body; more than the limit), else `Partial` (or `Body`) as last time. Empty
-    /// lines before a request are dropped (RFC 9112, 2.2).
+    /// bytes of a request, so that garbage is answered at once; a line end; its whole body;
+    /// more than the limit), else `Partial` (or `Body`) as last time. Empty lines before a
+    /// request are dropped (RFC 9112, 2.2).
     pub fn parse(&mut self) -> Parse {
         let blank = self
             .bytes
@@ -205,9 +208,9 @@ impl Buffer {
             self.bytes.len() >= need
         } else {
             let first = self.scanned == 0;
-            let from = self.scanned.saturating_sub(2);
+            let from = self.scanned.min(self.bytes.len());
             self.scanned = self.bytes.len();
-            first || ends_a_head(&self.bytes[from..])
+            first || memchr::memchr(b'\n', &self.bytes[from..]).is_some()
         };
         if !worth {
             return self.need.map_or(Parse::Partial, Parse::Body);
@@ -217,6 +220,11 @@ impl Buffer {
             self.need = Some(total);
         }
         parsed
+    }
+
+    /// What is buffered and not consumed.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
     }
 
     /// Drops the first `length` bytes (a request answered); what follows is the next one.
@@ -230,14 +238,6 @@ impl Buffer {
     pub fn clear(&mut self) {
         *self = Buffer::default();
     }
-}
-
-/// Whether `bytes` hold the end of a request head: an empty line (`\n\n` or `\n\r\n`).
-fn ends_a_head(bytes: &[u8]) -> bool {
-    memchr::memchr_iter(b'\n', bytes).any(|at| {
-        let rest = &bytes[at + 1..];
-        rest.first() == Some(&b'\n') || rest.starts_with(b"\r\n")
-    })
 }
 
 /// The path of a request target: origin form (`/metrics?x`) or absolute form
@@ -468,6 +468,15 @@ mod tests {
 
         let mut buffer = Buffer::default();
         buffer.extend(b"\x16\x03");
+        assert_eq!(buffer.parse(), Parse::Invalid(Status::BadRequest));
+
+        // A bad byte after the first piece is found when its line ends.
+        let mut buffer = Buffer::default();
+        buffer.extend(b"GET / HTTP/1.1\r\nHo");
+        assert_eq!(buffer.parse(), Parse::Partial);
+        buffer.extend(b"st\x01: x");
+        assert_eq!(buffer.parse(), Parse::Partial);
+        buffer.extend(b"\r\n");
         assert_eq!(buffer.parse(), Parse::Invalid(Status::BadRequest));
     }
 
