@@ -109,7 +109,7 @@ impl UserDb {
         if user_part.is_empty() || group_part.is_some_and(|g| g.is_empty() || g.contains(':')) {
             return Err(format!(
                 "{} is not a valid run-as; use \"user\", \"user:group\" or numeric ids like \"1000:1000\"",
-                crate::config::quoted(run_as)
+                crate::quote::quoted(run_as)
             ));
         }
         // (uid_t)-1 means "leave unchanged" to the kernel: the job would keep our identity.
@@ -127,7 +127,7 @@ impl UserDb {
                 None => {
                     return Err(format!(
                         "user {} does not exist in /etc/passwd; create it or use a numeric uid",
-                        crate::config::quoted(user_part)
+                        crate::quote::quoted(user_part)
                     ));
                 }
             },
@@ -141,7 +141,7 @@ impl UserDb {
                     None => {
                         return Err(format!(
                             "group {} does not exist in /etc/group; create it or use a numeric gid",
-                            crate::config::quoted(g)
+                            crate::quote::quoted(g)
                         ));
                     }
                 },

@@ -14,6 +14,7 @@ pub mod identity;
 pub mod logs;
 pub mod mailbox;
 pub mod metrics;
+pub mod quote;
 pub mod signals;
 pub mod spawn;
 pub mod startup;

@@ -21,6 +21,7 @@ use nix::sys::signal::Signal;
 
 use crate::identity::Identity;
 
+pub use crate::quote::quoted;
 pub use validate::load;
 
 /// A validated configuration. Every value here has been checked; nothing downstream re-validates.
@@ -330,25 +331,6 @@ impl Default for VaultSettings {
             auth: None,
         }
     }
-}
-
-/// How many characters of a key or value an error message quotes: a 10 MB key must not make a
-/// 10 MB message.
-const QUOTE_LIMIT: usize = 100;
-
-/// `text` in double quotes for an error message, control characters escaped, cut after
-/// [`QUOTE_LIMIT`] characters with a note of its full length.
-pub fn quoted(text: &str) -> String {
-    let mut out = String::from("\"");
-    let mut chars = text.chars();
-    for c in chars.by_ref().take(QUOTE_LIMIT) {
-        out.extend(c.escape_debug());
-    }
-    out.push('"');
-    if chars.next().is_some() {
-        out.push_str(&format!("... ({} bytes in all)", text.len()));
-    }
-    out
 }
 
 /// One semantic problem, located by the JSON path of the offending key

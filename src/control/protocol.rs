@@ -82,7 +82,7 @@ impl Request {
         if let Some(key) = crate::config::duplicates::find(text).first() {
             return Err(format!(
                 "{} is given twice in the request; give it once",
-                crate::config::quoted(key)
+                crate::quote::quoted(key)
             ));
         }
         let command = match object.get("command") {
@@ -95,13 +95,13 @@ impl Request {
             "health" => &["live"],
             "signal" => &["signal", "jobs"],
             other if JobCommand::parse(other).is_some() => &["jobs"],
-            other => return Err(format!("unknown command {}", crate::config::quoted(other))),
+            other => return Err(format!("unknown command {}", crate::quote::quoted(other))),
         };
         if let Some(key) = object
             .keys()
             .find(|k| k.as_str() != "command" && !takes.contains(&k.as_str()))
         {
-            return Err(format!("{command} takes no {}", crate::config::quoted(key)));
+            return Err(format!("{command} takes no {}", crate::quote::quoted(key)));
         }
         let jobs = || -> Result<Vec<String>, String> {
             let list = match object.get("jobs") {
@@ -141,7 +141,7 @@ impl Request {
                     command,
                     jobs: jobs()?,
                 }),
-                None => Err(format!("unknown command {}", crate::config::quoted(other))),
+                None => Err(format!("unknown command {}", crate::quote::quoted(other))),
             },
         }
     }
