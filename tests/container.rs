@@ -592,12 +592,19 @@ fn kubernetes_example() {
     for (path, expected) in [
         ("/readyz", "ready"),
         ("/livez", "live"),
-        ("/metrics", "simplevisor_job_state{job=\"web\",kind=\"main\",state=\"running\"} 1"),
+        (
+            "/metrics",
+            "simplevisor_job_state{job=\"web\",kind=\"main\",state=\"running\"} 1",
+        ),
     ] {
         let url = format!("http://127.0.0.1:9100{path}");
         let out = c.exec(&[], &["/bin/busybox", "wget", "-q", "-O", "-", &url]);
         assert!(out.status.success(), "{path}: {}", text(&out.stderr));
-        assert!(text(&out.stdout).contains(expected), "{path}: {}", text(&out.stdout));
+        assert!(
+            text(&out.stdout).contains(expected),
+            "{path}: {}",
+            text(&out.stdout)
+        );
     }
     let (took, code) = c.stop(25);
     assert_eq!(code, 0, "{}", c.logs());

@@ -330,3 +330,69 @@ fn a_reader_never_sees_a_partial_file_or_a_wrong_mode_during_rotations() {
     // No temporary file was left beside it either.
     assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
 }
+
+#[test]
+fn a_file_that_cannot_be_written_or_a_vault_that_is_down_abandons_the_rotation() {
+    let Some(mut bao) = Bao::start() else { return };
+    bao.kv("kv", 2);
+    bao.kv_put("kv", 2, "app", json!({"password": "old-password"}));
+    let dir = TempDir::new("rotation-write");
+    let kept = dir.path().join("kept");
+    let gone = dir.path().join("gone");
+    std::fs::create_dir(&kept).unwrap();
+    std::fs::create_dir(&gone).unwrap();
+    let (a, b) = (kept.join("a"), gone.join("b"));
+    let socket = socket_path();
+    let config = json!({
+        "control-socket": socket.display().to_string(),
+        "env": {"pass": ["PATH"], "vault-replace": ["APP_PASSWORD"]},
+        "vault": {"startup-timeout": "2s"},
+        "files": [
+            {"path": a.display().to_string(), "template": "{{ .APP_PASSWORD }}"},
+            {"path": b.display().to_string(), "template": "{{ .APP_PASSWORD }}"},
+        ],
+        "jobs": {"main": [restarted("w1")]},
+    });
+    let mut sv = start(&config, &bao, &[("APP_PASSWORD", "secret:app:password")]);
+    sv.wait_message("w1", "w1 up", secs(20.0));
+
+    // One file's directory is gone: no file is replaced, the jobs are left alone.
+    std::fs::remove_dir_all(&gone).unwrap();
+    bao.kv_put("kv", 2, "app", json!({"password": "new-password"}));
+    assert_eq!(ctl(&socket, &["rotate"]).code, 0);
+    let record = sv.wait_message("internal", "rotation abandoned", secs(30.0));
+    assert_eq!(record["stream"], 1);
+    assert!(
+        record["message"]
+            .as_str()
+            .unwrap()
+            .contains(&b.display().to_string()),
+        "{record}"
+    );
+    assert_eq!(std::fs::read_to_string(&a).unwrap(), "old-password");
+    assert_eq!(job(&status(&socket), "w1")["restarts"], 0);
+
+    // With the directory back, the next rotation goes through.
+    std::fs::create_dir(&gone).unwrap();
+    assert_eq!(ctl(&socket, &["rotate"]).code, 0);
+    sv.wait_message("internal", "rotation done", secs(30.0));
+    assert_eq!(std::fs::read_to_string(&a).unwrap(), "new-password");
+    assert_eq!(std::fs::read_to_string(&b).unwrap(), "new-password");
+
+    // Vault down: abandoned once its start-up timeout has passed, nothing changed.
+    bao.stop();
+    assert_eq!(ctl(&socket, &["rotate"]).code, 0);
+    sv.wait_for_new("a rotation abandoned with Vault down", secs(30.0), |r| {
+        r["process"] == "internal"
+            && r["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("rotation abandoned"))
+    });
+    assert_eq!(std::fs::read_to_string(&a).unwrap(), "new-password");
+    let s = status(&socket);
+    assert_eq!(job(&s, "w1")["restarts"], 1);
+    assert_eq!(job(&s, "w1")["state"], "running");
+    sv.signal(libc::SIGTERM);
+    assert_eq!(sv.wait_exit(secs(30.0)), 0);
+    assert!(!a.exists() && !b.exists(), "files removed at exit");
+}
