@@ -103,7 +103,11 @@ fn every_series_of_the_contract_is_there_with_its_value() {
         .filter(|l| l.contains("job=\"migrate\""))
         .count();
     assert_eq!(migrate, 5);
-    assert_eq!(lines_of(&text, "simplevisor_phase").len(), 5);
+    assert_eq!(
+        lines_of(&text, "simplevisor_phase").len(),
+        6,
+        "vault, init, main, shutdown-delay, stopping, done"
+    );
     // Only running jobs have a start time; a lease that does not expire has no sample.
     assert_eq!(
         lines_of(&text, "simplevisor_job_start_time_seconds").len(),
