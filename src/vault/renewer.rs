@@ -241,21 +241,7 @@ impl<L: Log + Clone> Renewer<L> {
             }
             ledger.take_superseded()
         };
-        // On a thread of its own: a Vault that hangs must not hold up expiry.
-        let client = self.client.clone();
-        let log = self.log.clone();
-        let spawned = std::thread::Builder::new()
-            .name("vault-revoke".into())
-            .stack_size(super::RENEWER_STACK)
-            .spawn(move || {
-                let deadline = crate::time::from_now(client.request_timeout());
-                revoke_all(&client, &superseded, deadline, &log);
-            });
-        if let Err(error) = spawned {
-            self.log.error(&format!(
-                "vault: cannot start a thread to revoke superseded leases: {error}; they expire at their TTL"
-            ));
-        }
+        self.give_back(superseded, "superseded leases");
     }
 
     /// The next moment something is due. A renewal in flight has nothing due but its expiry.
@@ -555,7 +541,8 @@ impl<L: Log + Clone> Renewer<L> {
 
     /// Revokes `ledger` on a thread of its own: a Vault that hangs must not hold up expiry.
     fn give_back(&self, ledger: Ledger, what: &str) {
-        if !self.settings.revoke_on_exit || ledger.leases.is_empty() {
+        let nothing = ledger.leases.is_empty() && ledger.tokens.iter().all(|t| !t.own);
+        if !self.settings.revoke_on_exit || nothing {
             return;
         }
         let client = self.client.clone();
