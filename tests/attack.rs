@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use harness::control::ctl;
 use harness::{BIN, Supervisor, TempDir, run, secs};
 
 /// Starts simplevisor (without Vault) on `config` with its control socket at `socket`.
@@ -56,27 +57,6 @@ fn state_of(status: &Value, name: &str) -> String {
         .find(|j| j["name"] == name)
         .map(|j| j["state"].as_str().unwrap_or("").to_string())
         .unwrap_or_default()
-}
-
-struct Ctl {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn ctl(socket: &Path, args: &[&str]) -> Ctl {
-    let out = Command::new(BIN)
-        .args(args)
-        .arg("--socket")
-        .arg(socket)
-        .env_remove("RUST_BACKTRACE")
-        .output()
-        .unwrap();
-    Ctl {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
 }
 
 /// A one-shot control server: answers the first request with `answer` and hands the request
