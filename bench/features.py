@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import ssl
 import time
 import urllib.request
 
@@ -239,38 +240,60 @@ def bench_metrics():
     row("idle RSS added by the listener", f"{added} KiB", "≤ 64 KiB", added <= 64)
 
 
-def bao_api(port, method, path, body=None):
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/{path}",
-        method=method,
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={"X-Vault-Token": "root"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as answer:
-        data = answer.read()
-        return json.loads(data) if data else None
+class Bao:
+    """An OpenBao dev server over HTTPS (its own CA) on loopback."""
 
-
-def bench_rotation():
-    port = free_port()
-    bao = subprocess.Popen(
-        [BAO, "server", "-dev", "-dev-root-token-id=root", f"-dev-listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    def __init__(self):
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="sv-bench-bao-")
+        self.proc = subprocess.Popen(
+            [BAO, "server", "-dev", "-dev-tls", f"-dev-tls-cert-dir={self.dir}",
+             "-dev-root-token-id=root", f"-dev-listen-address=127.0.0.1:{self.port}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.ca = os.path.join(self.dir, "vault-ca.pem")
         deadline = time.monotonic() + 30
         while True:
             try:
-                bao_api(port, "GET", "sys/health")
-                break
-            except OSError:
+                self.api("GET", "sys/health")
+                return
+            except (OSError, ssl.SSLError):
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
-        bao_api(port, "POST", "sys/mounts/kv", {"type": "kv", "options": {"version": "2"}})
+
+    def api(self, method, path, body=None):
+        context = ssl.create_default_context(cafile=self.ca)
+        request = urllib.request.Request(
+            f"https://127.0.0.1:{self.port}/v1/{path}",
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"X-Vault-Token": "root"},
+        )
+        with urllib.request.urlopen(request, timeout=10, context=context) as answer:
+            data = answer.read()
+            return json.loads(data) if data else None
+
+    def env(self):
+        return {
+            "PATH": os.environ["PATH"],
+            "VAULT_ADDR": f"https://127.0.0.1:{self.port}",
+            "VAULT_CACERT": self.ca,
+            "VAULT_TOKEN": "root",
+        }
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def bench_rotation():
+    bao = Bao()
+    try:
+        bao.api("POST", "sys/mounts/kv", {"type": "kv", "options": {"version": "2"}})
         for k in range(3):
-            bao_api(port, "POST", f"kv/data/s{k}", {"data": {"v": f"value-{k}"}})
+            bao.api("POST", f"kv/data/s{k}", {"data": {"v": f"value-{k}"}})
         tmp = tempfile.mkdtemp(prefix="sv-bench-files-")
         files = [
             {"path": os.path.join(tmp, f"f{i}"), "template": "{{ .S%d }}" % (i % 3)} for i in range(5)
@@ -288,14 +311,7 @@ def bench_rotation():
             "files": files,
             "jobs": {"main": jobs},
         }
-        env = {
-            "PATH": os.environ["PATH"],
-            "VAULT_ADDR": f"http://127.0.0.1:{port}",
-            "VAULT_TOKEN": "root",
-            "S0": "secret:s0:v",
-            "S1": "secret:s1:v",
-            "S2": "secret:s2:v",
-        }
+        env = dict(bao.env(), S0="secret:s0:v", S1="secret:s1:v", S2="secret:s2:v")
         sv = Supervisor(config, env=env, args=())
         sv.wait("10 jobs", lambda: all_running(sv, 10))
         durations = []
@@ -313,17 +329,42 @@ def bench_rotation():
             time.sleep(0.2)
         ms = statistics.median(durations)
         row(
-            "rotation of 3 secrets and 5 files to 10 jobs on reload-signal: `rotate` to the last job's HUP record (HTTP dev server)",
+            "rotation of 3 secrets and 5 files to 10 jobs on reload-signal over HTTPS: `rotate` to the last job's HUP record",
             f"{ms:.1f} ms",
             "≤ 50 ms",
             ms <= 50,
         )
+        sv.stop()
+
+        # 20 files and a certificate renewed (re-issued) before it expires, under restart.
+        bao.api("POST", "sys/mounts/pki", {"type": "pki", "config": {"max_lease_ttl": "87600h"}})
+        bao.api("POST", "pki/root/generate/internal", {"common_name": "bench root", "ttl": "87600h"})
+        bao.api("POST", "pki/roles/web", {"allowed_domains": "example.com", "allow_subdomains": True,
+                                           "ttl": "40s", "max_ttl": "40s", "not_before_duration": "5s"})
+        files = [
+            {"path": os.path.join(tmp, f"cert{i}"), "template": "{{ .CERT }}{{ .KEY }}"} for i in range(20)
+        ]
+        config = {
+            "env": {"pass": ["PATH"], "vault-replace": ["CERT", "KEY"]},
+            "vault": {"on-lease-expiry": "restart"},
+            "files": files,
+            "jobs": {"main": [dict(j, cmd=["sh", "-c", "trap '' HUP; while :; do sleep 1; done"]) for j in jobs]},
+        }
+        env = dict(bao.env(), CERT="pki:web/www.example.com:Certificate", KEY="pki:web/www.example.com:PrivateKey")
+        sv = Supervisor(config, env=env, args=())
+        sv.wait("10 jobs", lambda: all_running(sv, 10))
+        sv.wait(
+            "two certificate renewals",
+            lambda: sum(1 for _, r in sv.records if r["message"].startswith("rotation done")) >= 2,
+            timeout=120,
+        )
+        time.sleep(2)
         rss = rss_kib(sv.proc.pid)
-        row("RSS with 5 files and 3 secrets after rotations", f"{rss / 1024:.2f} MiB", "≤ 4 MiB", rss <= 4096)
+        row("RSS with 20 files and a certificate re-issued twice (10 jobs)", f"{rss / 1024:.2f} MiB",
+            "≤ 4 MiB", rss <= 4096)
         sv.stop()
     finally:
-        bao.terminate()
-        bao.wait()
+        bao.stop()
 
 
 def main():
