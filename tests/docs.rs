@@ -720,7 +720,10 @@ fn migrating_names_every_key_the_original_did_not_have() {
         .filter(|key| !ORIGINAL.contains(&key.as_str()))
         .filter(|key| {
             // A key is named, or the object it belongs to is (`vault` for `vault.kv-mount`).
-            let parent = key.rsplit_once('.').map(|(parent, _)| parent);
+            // (`files` for `files[].path`).
+            let parent = key
+                .rsplit_once('.')
+                .map(|(parent, _)| parent.trim_end_matches("[]"));
             !named.contains(key.as_str()) && !parent.is_some_and(|p| named.contains(p))
         })
         .collect();
