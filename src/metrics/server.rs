@@ -209,9 +209,9 @@ impl MetricsServer {
         }
     }
 
+    /// Takes the listener out of the epoll (an empty interest would still report a hang-up).
     fn pause(&mut self, epoll: &Epoll, now: Instant) {
-        let mut none = EpollEvent::new(EpollFlags::empty(), self.base);
-        if epoll.modify(&self.listener, &mut none).is_ok() {
+        if epoll.delete(&self.listener).is_ok() {
             self.paused_until = Some(later(now, ACCEPT_PAUSE));
         }
     }
@@ -279,8 +279,7 @@ impl MetricsServer {
             }
         }
         if self.paused_until.is_some_and(|until| until <= now) {
-            let mut again = EpollEvent::new(EpollFlags::EPOLLIN, self.base);
-            if epoll.modify(&self.listener, &mut again).is_ok() {
+            if self.register(epoll).is_ok() {
                 self.paused_until = None;
             } else {
                 self.paused_until = Some(later(now, ACCEPT_PAUSE));
