@@ -274,7 +274,17 @@ impl Response {
     /// to a `HEAD` keeps the `Content-Length` the `GET` would have). `close` adds
     /// `Connection: close`; a 405 names the methods allowed.
     pub fn encode(&self, head: bool, close: bool) -> Vec<u8> {
-        let mut out = Vec::with_capacity(160 + if head { 0 } else { self.body.len() });
+        let mut out = self.head(close);
+        if !head {
+            out.extend_from_slice(&self.body);
+        }
+        out
+    }
+
+    /// The status line and headers (the server writes the body after them as it is, without
+    /// copying a large exposition behind them).
+    pub fn head(&self, close: bool) -> Vec<u8> {
+        let mut out = Vec::with_capacity(192);
         out.extend_from_slice(b"HTTP/1.1 ");
         out.extend_from_slice(itoa::Buffer::new().format(self.status.code()).as_bytes());
         out.push(b' ');
@@ -291,9 +301,6 @@ impl Response {
             out.extend_from_slice(b"Connection: close\r\n");
         }
         out.extend_from_slice(b"\r\n");
-        if !head {
-            out.extend_from_slice(&self.body);
-        }
         out
     }
 }

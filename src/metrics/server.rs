@@ -26,12 +26,14 @@
 //! are bounded, and a request is parsed only when its head may be complete, so a client
 //! sending a byte at a time costs a read each, not a parse each.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, IoSlice, Read};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
+use nix::sys::socket::{MsgFlags, SockaddrStorage, sendmsg};
 
 use super::http::{Buffer, MAX_REQUEST, Method, Parse, Response, Status};
 use super::{HttpRequest, Route};
@@ -78,7 +80,10 @@ struct Connection {
     token: u64,
     phase: Phase,
     input: Buffer,
+    /// The answer being written: its status line and headers, then its body; `written`
+    /// counts bytes of both.
     output: Vec<u8>,
+    body: Vec<u8>,
     written: usize,
     deadline: Instant,
     interest: EpollFlags,
@@ -199,6 +204,7 @@ impl MetricsServer {
                 phase: Phase::Reading,
                 input: Buffer::default(),
                 output: Vec::new(),
+                body: Vec::new(),
                 written: 0,
                 deadline: later(now, IDLE),
                 interest: EpollFlags::EPOLLIN,
@@ -209,9 +215,9 @@ impl MetricsServer {
         }
     }
 
+    /// Takes the listener out of the epoll (an empty interest would still report a hang-up).
     fn pause(&mut self, epoll: &Epoll, now: Instant) {
-        let mut none = EpollEvent::new(EpollFlags::empty(), self.base);
-        if epoll.modify(&self.listener, &mut none).is_ok() {
+        if epoll.delete(&self.listener).is_ok() {
             self.paused_until = Some(later(now, ACCEPT_PAUSE));
         }
     }
@@ -253,7 +259,7 @@ impl MetricsServer {
         if connection.phase != Phase::Answering {
             return;
         }
-        if let Next::Close = connection.respond(&response, epoll) {
+        if let Next::Close = connection.respond(response, epoll) {
             self.close(slot, epoll);
         }
     }
@@ -279,8 +285,7 @@ impl MetricsServer {
             }
         }
         if self.paused_until.is_some_and(|until| until <= now) {
-            let mut again = EpollEvent::new(EpollFlags::EPOLLIN, self.base);
-            if epoll.modify(&self.listener, &mut again).is_ok() {
+            if self.register(epoll).is_ok() {
                 self.paused_until = None;
             } else {
                 self.paused_until = Some(later(now, ACCEPT_PAUSE));
@@ -338,7 +343,7 @@ impl Connection {
                     Status::ContentTooLarge => "the request is over 8 KiB\n",
                     _ => "not an HTTP/1.1 request this server can read\n",
                 };
-                (self.respond(&Response::text(status, reason), epoll), None)
+                (self.respond(Response::text(status, reason), epoll), None)
             }
             Parse::Complete(head, length) => {
                 self.input.consume(length);
@@ -361,7 +366,7 @@ impl Connection {
                         return (self.set_interest(EpollFlags::empty(), epoll), Some(route));
                     }
                 };
-                (self.respond(&answer, epoll), None)
+                (self.respond(answer, epoll), None)
             }
         }
     }
@@ -385,26 +390,45 @@ impl Connection {
     }
 
     /// Starts writing `response` (for the request just read).
-    fn respond(&mut self, response: &Response, epoll: &Epoll) -> Next {
-        self.output = response.encode(self.head, self.close);
+    fn respond(&mut self, response: Response, epoll: &Epoll) -> Next {
+        self.output = response.head(self.close);
+        self.body = if self.head { Vec::new() } else { response.body };
         self.written = 0;
         self.phase = Phase::Writing;
         self.flush(epoll)
     }
 
     fn flush(&mut self, epoll: &Epoll) -> Next {
-        while self.written < self.output.len() {
-            match self.stream.write(&self.output[self.written..]) {
+        let total = self.output.len() + self.body.len();
+        while self.written < total {
+            let parts = if self.written < self.output.len() {
+                [
+                    IoSlice::new(&self.output[self.written..]),
+                    IoSlice::new(&self.body),
+                ]
+            } else {
+                let offset = self.written - self.output.len();
+                [IoSlice::new(&self.body[offset..]), IoSlice::new(&[])]
+            };
+            // MSG_NOSIGNAL: a peer gone away is an error to handle, never a SIGPIPE, whatever
+            // the process's disposition of it.
+            let sent = sendmsg::<SockaddrStorage>(
+                self.stream.as_raw_fd(),
+                &parts,
+                &[],
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            );
+            match sent {
                 Ok(0) => return Next::Close,
                 Ok(n) => self.written += n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    return self.set_interest(EpollFlags::EPOLLOUT, epoll);
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(Errno::EAGAIN) => return self.set_interest(EpollFlags::EPOLLOUT, epoll),
+                Err(Errno::EINTR) => {}
                 Err(_) => return Next::Close,
             }
         }
         self.output = Vec::new();
+        self.body = Vec::new();
         self.written = 0;
         if self.close {
             if self.peer_done || self.stream.shutdown(Shutdown::Write).is_err() {

@@ -477,3 +477,31 @@ fn an_address_in_use_is_an_error_saying_what_to_change() {
         "{error}"
     );
 }
+
+/// A listener that fails to accept (here: shut down, so accept gives EINVAL) is not reported
+/// again and again: accepting pauses for a second, with a record, then resumes.
+#[test]
+fn a_failing_accept_pauses_accepting_for_a_second() {
+    let mut rig = Rig::new();
+    let listener = std::os::fd::AsRawFd::as_raw_fd(&rig.server.listener_fd());
+    // SAFETY: shutdown(2) on our own listening socket.
+    assert_eq!(unsafe { libc::shutdown(listener, libc::SHUT_RD) }, 0);
+    let mut events = [EpollEvent::empty(); 4];
+    assert_eq!(rig.epoll.wait(&mut events, 1000u16).unwrap(), 1);
+    assert_eq!(events[0].data(), BASE);
+    let now = rig.now();
+    let record = rig.server.accept(&rig.epoll, now).unwrap();
+    assert!(
+        record.starts_with(&format!(
+            "metrics: cannot accept a connection on {}: ",
+            rig.server.local_addr()
+        )),
+        "{record}"
+    );
+    assert!(record.ends_with("accepting again in 1s"), "{record}");
+    assert_eq!(rig.server.next_deadline(), Some(now + ACCEPT_PAUSE));
+    assert_eq!(rig.epoll.wait(&mut events, 0u16).unwrap(), 0);
+    rig.server.expire(now + ACCEPT_PAUSE, &rig.epoll);
+    assert_eq!(rig.server.next_deadline(), None);
+    assert_eq!(rig.epoll.wait(&mut events, 0u16).unwrap(), 1);
+}
