@@ -90,7 +90,9 @@ pub struct EventLoop<'a> {
     machine: Machine,
     /// The running configuration: what `reload` compares with, and where it re-reads.
     config: Config,
-    records: HashMap<JobId, JobRecord>,
+    /// By id. Boxed: a bucket array of a thousand whole records (about 400 bytes each) took
+    /// 1 MiB of RSS with 1,000 jobs, most of it slack.
+    records: HashMap<JobId, Box<JobRecord>>,
     /// The environment shared by every job (before its `run-as` identity).
     env: Vec<(String, String)>,
     build_env: EnvBuilder,
@@ -161,7 +163,12 @@ impl<'a> EventLoop<'a> {
         )
         .with_shutdown_delay(config.shutdown_delay);
         // The machine hands out ids in this same order, from 0.
-        let records = init.into_iter().chain(main).enumerate().collect();
+        let records = init
+            .into_iter()
+            .chain(main)
+            .map(Box::new)
+            .enumerate()
+            .collect();
         Ok(EventLoop {
             machine,
             config,

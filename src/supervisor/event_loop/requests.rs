@@ -121,7 +121,7 @@ impl EventLoop<'_> {
             .records
             .values()
             .filter(|r| r.spec.kind == config::JobKind::Main)
-            .map(|r| (r.spec.name.as_str(), r))
+            .map(|r| (r.spec.name.as_str(), &**r))
             .collect();
         let entries = jobs::reload_entries(&main, |name| by_name.get(name).copied());
         let settings = ReloadSettings {
@@ -133,7 +133,7 @@ impl EventLoop<'_> {
             Err(refused) => return refused_answer(&refused),
         };
         for (id, record) in reloaded.ids.iter().zip(main) {
-            self.records.insert(*id, record);
+            self.records.insert(*id, Box::new(record));
         }
         self.config = new;
         self.execute(reloaded.actions);
