@@ -43,6 +43,17 @@ def rss_kib(pid):
     return 0
 
 
+def rss_anon_kib(pid):
+    """Resident anonymous memory (heap, stacks): what the process itself allocated, without
+    the binary's pages, which come and go with the page cache and other processes mapping
+    the same file."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1])
+    return 0
+
+
 def switches(pid):
     total = 0
     for task in os.listdir(f"/proc/{pid}/task"):
@@ -195,10 +206,22 @@ def bench_reload():
 
 
 def scrape(port):
-    t0 = time.monotonic()
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
-        body = answer.read()
-    return (time.monotonic() - t0) * 1000, len(body)
+    """One GET /metrics on a raw socket: milliseconds to the first byte of the answer (the
+    server renders the whole body before it answers), to the last, and the bytes."""
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        t0 = time.monotonic()
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        first = None
+        size = 0
+        while True:
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                break
+            if first is None:
+                first = time.monotonic()
+            size += len(chunk)
+        done = time.monotonic()
+    return (first - t0) * 1000, (done - t0) * 1000, size
 
 
 def bench_metrics():
@@ -207,37 +230,48 @@ def bench_metrics():
     sv = Supervisor({"metrics-listen": f"127.0.0.1:{port}", "jobs": {"main": sleepers(n)}})
     sv.wait("1,000 jobs running", lambda: all_running(sv, n), timeout=120)
     samples = [scrape(port) for _ in range(50)]
-    ms = statistics.median(s[0] for s in samples)
+    first = statistics.median(s[0] for s in samples)
+    whole = statistics.median(s[1] for s in samples)
     row(
-        f"scrape of /metrics with 1,000 jobs ({samples[0][1] // 1024} KiB), whole HTTP round trip",
-        f"{ms:.2f} ms",
+        f"scrape of /metrics with 1,000 jobs ({samples[0][2] // 1024} KiB): request to the answer's first byte (server side: snapshot, render, /proc)",
+        f"{first:.2f} ms",
         "≤ 2 ms server side",
-        ms <= 2,
+        first <= 2,
     )
+    row("the same, to the last byte (the client reading 0.9 MB on loopback)", f"{whole:.2f} ms", "", True)
     sv.stop()
 
     # Idle: wakeups and memory with and without the listener, 3 jobs, no client.
-    figures = {}
-    for listen in (False, True):
-        config = {"jobs": {"main": sleepers(3)}}
-        if listen:
-            config["metrics-listen"] = f"127.0.0.1:{free_port()}"
-        sv = Supervisor(config)
-        sv.wait("3 jobs", lambda: all_running(sv, 3))
-        time.sleep(2)
-        before = switches(sv.proc.pid)
-        time.sleep(10)
-        wakeups = switches(sv.proc.pid) - before
-        figures[listen] = (wakeups, rss_kib(sv.proc.pid))
-        sv.stop()
+    figures = {False: [], True: []}
+    for _ in range(RUNS):
+        for listen in (False, True):
+            config = {"jobs": {"main": sleepers(3)}}
+            if listen:
+                config["metrics-listen"] = f"127.0.0.1:{free_port()}"
+            sv = Supervisor(config)
+            sv.wait("3 jobs", lambda: all_running(sv, 3))
+            time.sleep(2)
+            before = switches(sv.proc.pid)
+            time.sleep(10)
+            wakeups = switches(sv.proc.pid) - before
+            figures[listen].append((wakeups, rss_anon_kib(sv.proc.pid)))
+            sv.stop()
+    wakeups = max(w for w, _ in figures[True])
     row(
-        "idle wakeups in 10 s with metrics-listen set and no client",
-        str(figures[True][0]),
+        "idle wakeups in 10 s with metrics-listen set and no client (most of the runs)",
+        str(wakeups),
         "0",
-        figures[True][0] == 0,
+        wakeups == 0,
     )
-    added = figures[True][1] - figures[False][1]
-    row("idle RSS added by the listener", f"{added} KiB", "≤ 64 KiB", added <= 64)
+    with_listener = statistics.median(r for _, r in figures[True])
+    without = statistics.median(r for _, r in figures[False])
+    added = with_listener - without
+    row(
+        "idle anonymous RSS (heap, stacks) with the listener, 3 jobs (without it)",
+        f"{with_listener} KiB ({without} KiB): {added:+} KiB",
+        "≤ 64 KiB added",
+        added <= 64,
+    )
 
 
 class Bao:

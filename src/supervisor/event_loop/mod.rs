@@ -49,6 +49,9 @@ pub const METRICS_BASE: u64 = 3 << 32;
 /// members reaped by their own parent inside the group send us no SIGCHLD.
 const GROUP_PROBE_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Start-up's pages are released at the latest this long into the main phase.
+const RELEASE_AFTER: Duration = Duration::from_secs(5);
+
 /// How long the emergency stop waits for killed jobs to be reaped.
 const EMERGENCY_BUDGET: Duration = Duration::from_secs(5);
 
@@ -197,12 +200,20 @@ impl<'a> EventLoop<'a> {
         }
         let mut events = [EpollEvent::empty(); 8];
         let mut startup_released = false;
+        let mut main_since: Option<Instant> = None;
         while self.status.is_none() {
-            if !startup_released && self.machine.in_main_phase() {
-                super::pid1::release_startup_pages();
-                startup_released = true;
-            }
             let timeout = self.timeout(Instant::now());
+            // Once the main jobs run and the loop is about to sleep with nothing due (or a few
+            // seconds into the main phase, for jobs that keep something due): from here on
+            // only the steady state runs, so start-up's pages are only cache. Released any
+            // earlier, the first iterations of the main phase fault most of them back in.
+            if !startup_released && self.machine.in_main_phase() {
+                let main_since = *main_since.get_or_insert_with(Instant::now);
+                if timeout == EpollTimeout::NONE || main_since.elapsed() >= RELEASE_AFTER {
+                    super::pid1::release_startup_pages();
+                    startup_released = true;
+                }
+            }
             let ready = match self.epoll.wait(&mut events, timeout) {
                 Ok(n) => n,
                 Err(Errno::EINTR) => 0,
