@@ -46,8 +46,9 @@ impl JobRecord {
         }
     }
 
-    /// Whether `other` is the same entry: equal in everything but a `stop-timeout` both take
-    /// from the top level (a new top-level value applies without a restart).
+    /// Whether `other` is the same entry, defaults applied: equal in everything but a
+    /// `stop-timeout` both take from the top level (a new top-level value applies without a
+    /// restart); a default written out is no change.
     pub fn same_entry(&self, other: &JobRecord) -> bool {
         let mut ours = self.spec.clone();
         let mut theirs = other.spec.clone();
@@ -56,6 +57,7 @@ impl JobRecord {
         if ours.inherits_stop_timeout && theirs.inherits_stop_timeout {
             theirs.stop_timeout = ours.stop_timeout;
         }
+        theirs.inherits_stop_timeout = ours.inherits_stop_timeout;
         ours == theirs && self.after == other.after
     }
 }
@@ -101,4 +103,80 @@ pub fn settings_needing_restart(running: &Config, new: &Config) -> Vec<&'static 
         keys.push("metrics-listen");
     }
     keys
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::validate::parse;
+    use crate::identity::UserDb;
+
+    fn config(text: &str) -> Config {
+        match parse(text, Path::new("test.json"), &UserDb::default()) {
+            Ok(config) => config,
+            Err(error) => panic!("{error}"),
+        }
+    }
+
+    fn main_record(text: &str) -> JobRecord {
+        let config = config(text);
+        records(&config).1.remove(0)
+    }
+
+    #[test]
+    fn every_top_level_setting_a_reload_cannot_apply_is_named() {
+        let running = config(r#"{"jobs": {"main": [{"cmd": ["a"]}]}}"#);
+        let all = config(
+            r#"{"env": {"pass": ["PATH"]}, "vault": {"kv-mount": "other"},
+                "files": [{"path": "/run/x", "template": "x"}], "control-socket": "",
+                "metrics-listen": "127.0.0.1:9100", "jobs": {"main": [{"cmd": ["a"]}]}}"#,
+        );
+        assert_eq!(
+            settings_needing_restart(&running, &all),
+            ["env", "vault", "files", "control-socket", "metrics-listen"]
+        );
+        // Defaults written out are no change; job settings are the reload's to apply.
+        let same = config(
+            r#"{"control-socket": "/run/simplevisor.sock", "vault": {"kv-mount": "kv"},
+                "stop-timeout": "9s", "jobs": {"main": [{"cmd": ["b"]}]}}"#,
+        );
+        assert!(settings_needing_restart(&running, &same).is_empty());
+    }
+
+    #[test]
+    fn an_entry_is_the_same_unless_something_of_its_own_changed() {
+        let web = r#"{"jobs": {"main": [{"name": "web", "cmd": ["a"]}]}}"#;
+        let base = main_record(web);
+        assert!(base.same_entry(&main_record(web)));
+        // A new top-level stop-timeout applies without a restart; defaults written out are no
+        // change.
+        let top = r#"{"stop-timeout": "9s", "jobs": {"main": [{"name": "web", "cmd": ["a"]}]}}"#;
+        assert!(base.same_entry(&main_record(top)));
+        let written_out = r#"{"jobs": {"main": [{"name": "web", "cmd": ["a"], "stop-timeout": "5s",
+                                                  "kill-signal": "TERM", "restart": "always"}]}}"#;
+        assert!(base.same_entry(&main_record(written_out)));
+        for changed in [
+            r#"{"jobs": {"main": [{"name": "web", "cmd": ["b"]}]}}"#,
+            r#"{"jobs": {"main": [{"name": "web", "cmd": ["a"], "stop-timeout": "7s"}]}}"#,
+            r#"{"jobs": {"main": [{"name": "web", "cmd": ["a"], "kill-signal": "INT"}]}}"#,
+            r#"{"jobs": {"main": [{"name": "db", "cmd": ["d"]},
+                                 {"name": "web", "cmd": ["a"], "after": ["db"]}]}}"#,
+        ] {
+            let config = config(changed);
+            let web = records(&config)
+                .1
+                .into_iter()
+                .find(|r| r.spec.name == "web")
+                .unwrap();
+            assert!(!base.same_entry(&web), "{changed}");
+        }
+        // Another job added before it shifts indices, not its entry.
+        let shifted = config(
+            r#"{"jobs": {"main": [{"name": "db", "cmd": ["d"]}, {"name": "web", "cmd": ["a"]}]}}"#,
+        );
+        let web = records(&shifted).1.remove(1);
+        assert!(base.same_entry(&web));
+    }
 }
