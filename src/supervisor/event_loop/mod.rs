@@ -462,48 +462,45 @@ impl<'a> EventLoop<'a> {
             return;
         };
         let _ = self.epoll.delete(result.as_fd());
-        let result = outcome;
-        let (fatal, status) = match result {
-            Ok(session) => {
-                super::emergency::set_revoker(
-                    session.emergency_revoker(super::REVOKE_BUDGET, crate::logs::direct::DirectLog),
-                );
-                let injection = self.config.env.vault_token.then(|| session.injection());
-                let env = if crate::files::write_at_start(
-                    &self.config.files,
-                    session.values(),
-                    &self.logger,
-                ) {
-                    (self.build_env)(session.values(), injection.as_ref())
-                        .map_err(|message| format!("cannot build the job environment: {message}"))
-                } else {
-                    Err("the files could not be written".to_string())
-                };
-                if let Err(error) = self.epoll.add(
-                    events.as_fd(),
-                    EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_VAULT),
-                ) {
-                    self.logger.error(&format!(
-                        "cannot watch the Vault mailbox (epoll_ctl): {error}"
-                    ));
-                }
-                self.vault = Some(VaultLink { session, events });
-                match env {
-                    Ok(env) => return self.begin(env),
-                    Err(message) => (message, 1),
-                }
-            }
+        let (reason, status) = match outcome {
+            Ok(session) => match self.adopt(session, events) {
+                Ok(env) => return self.begin(env),
+                Err(reason) => (reason, 1),
+            },
             Err(vault::StartError::Config(message)) => (message, 2),
             Err(vault::StartError::Vault(message)) => (message, 1),
         };
-        let actions = self.machine.handle(
-            Event::Fatal {
-                reason: fatal,
-                status,
-            },
-            Instant::now(),
-        );
+        let actions = self
+            .machine
+            .handle(Event::Fatal { reason, status }, Instant::now());
         self.execute(actions);
+    }
+
+    /// Takes over the logged-in session: its leases are revoked on every exit from here on
+    /// (the panic path included), its events are watched, the files are written and the jobs'
+    /// environment built.
+    fn adopt(
+        &mut self,
+        session: Session,
+        events: Inbox<VaultEvent>,
+    ) -> Result<Vec<(String, String)>, String> {
+        super::emergency::set_revoker(
+            session.emergency_revoker(super::REVOKE_BUDGET, crate::logs::direct::DirectLog),
+        );
+        let watched = self.epoll.add(
+            events.as_fd(),
+            EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_VAULT),
+        );
+        let values = session.values().clone();
+        let injection = self.config.env.vault_token.then(|| session.injection());
+        self.vault = Some(VaultLink { session, events });
+        // Unwatched, an expiry would never be acted on: not a state to run jobs in.
+        watched.map_err(|error| format!("cannot watch the Vault mailbox (epoll_ctl): {error}"))?;
+        if !crate::files::write_at_start(&self.config.files, &values, &self.logger) {
+            return Err("the files could not be written".into());
+        }
+        (self.build_env)(&values, injection.as_ref())
+            .map_err(|message| format!("cannot build the job environment: {message}"))
     }
 
     fn on_vault(&mut self) {
