@@ -24,6 +24,8 @@ enum Op {
     Shutdown,
     Rotate,
     CheckResult(usize, bool),
+    /// The next start fails (program not found).
+    FailNextStart,
     Wait(u64),
 }
 
@@ -37,6 +39,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Shutdown),
         1 => Just(Op::Rotate),
         1 => (0..NAMES.len(), any::<bool>()).prop_map(|(n, ok)| Op::CheckResult(n, ok)),
+        1 => Just(Op::FailNextStart),
         3 => (0..20_000u64).prop_map(Op::Wait),
     ]
 }
@@ -61,6 +64,7 @@ struct World {
     forgotten: BTreeSet<JobId>,
     next_pid: i32,
     exit: Option<u8>,
+    fail_next_start: bool,
 }
 
 impl World {
@@ -80,6 +84,14 @@ impl World {
                         !self.live.values().any(|(j, _)| *j == job),
                         "job {job} started while it still runs"
                     );
+                    if std::mem::take(&mut self.fail_next_start) {
+                        queue.extend(h.event(Event::StartFailed {
+                            job,
+                            reason: "not found".into(),
+                            status: 127,
+                        }));
+                        continue;
+                    }
                     self.next_pid += 1;
                     let pid = 1000 + self.next_pid;
                     self.live.insert(pid, (job, false));
@@ -192,6 +204,7 @@ fn play(ops: Vec<Op>) {
                     world.apply(&mut h, actions);
                 }
             }
+            Op::FailNextStart => world.fail_next_start = true,
             Op::Wait(ms) => {
                 let actions = h.advance(Duration::from_millis(ms));
                 world.apply(&mut h, actions);
