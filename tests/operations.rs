@@ -485,3 +485,30 @@ fn restart_and_start_act_on_jobs_in_backoff_and_exited_ones() {
     sv.signal(libc::SIGTERM);
     assert_eq!(sv.wait_exit(secs(10.0)), 0);
 }
+
+#[test]
+fn status_says_why_a_start_failed() {
+    let socket = socket_path();
+    let config = r#"{"restart-backoff": {"initial": "10s"},
+        "jobs": {"main": [{"name": "typo", "cmd": ["no-such-program-x1"]}]}}"#;
+    let mut sv = start(config, &socket);
+    let s = wait_status(&socket, "typo in backoff", |s| {
+        job(s, "typo")["state"] == "backoff"
+    });
+    let last = &job(&s, "typo")["last_exit"];
+    assert_eq!(last["code"], 127, "{s}");
+    assert!(
+        last["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("no-such-program-x1")),
+        "{s}"
+    );
+    let table = ctl(&socket, &["status"]);
+    assert!(
+        table.stdout.contains("typo: could not start: "),
+        "{}",
+        table.stdout
+    );
+    sv.signal(libc::SIGTERM);
+    assert_eq!(sv.wait_exit(secs(10.0)), 0);
+}
