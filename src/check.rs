@@ -176,6 +176,12 @@ fn summary(config: &Config, plan: &EnvPlan, no_vault: bool) -> String {
             let _ = writeln!(out, "control socket: off");
         }
     }
+    if let Some(addr) = config.metrics_listen {
+        let _ = writeln!(
+            out,
+            "metrics: http://{addr}/metrics, probes /readyz and /livez"
+        );
+    }
     if !config.shutdown_delay.is_zero() {
         let _ = writeln!(
             out,

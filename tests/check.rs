@@ -209,3 +209,20 @@ fn a_file_template_naming_an_unset_variable_is_a_configuration_error() {
         "{err}"
     );
 }
+
+#[test]
+fn the_metrics_address_is_listed() {
+    let dir = TempDir::new("check-metrics");
+    let config = dir.write(
+        "c.json",
+        r#"{"metrics-listen": "127.0.0.1:9100", "jobs": {"main": [{"cmd": ["/bin/true"]}]}}"#,
+    );
+    let out = check(config.to_str().unwrap(), "/usr/bin:/bin");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout)
+            .contains("metrics: http://127.0.0.1:9100/metrics, probes /readyz and /livez"),
+        "{}",
+        text(&out.stdout)
+    );
+}
