@@ -42,6 +42,15 @@ pub const JOB_KEYS: &[&str] = &[
     "max-restarts",
     "reload-signal",
 ];
+/// The keys of [`JOB_KEYS`] that apply to main jobs only (its last ones).
+pub const MAIN_ONLY_KEYS: &[&str] = &[
+    "restart",
+    "essential",
+    "ready",
+    "after",
+    "max-restarts",
+    "reload-signal",
+];
 pub const READY_KEYS: &[&str] = &["tcp", "http", "exec", "interval", "timeout"];
 pub const BACKOFF_KEYS: &[&str] = &["initial", "max", "multiplier", "reset-after"];
 pub const VAULT_KEYS: &[&str] = &[

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 use super::file::{
     AUTH_KEYS, AUTH_METHODS, BACKOFF_KEYS, ENV_KEYS, FILE_KEYS, JOB_KEYS, JOBS_KEYS,
-    KUBERNETES_JWT_FILE, READY_KEYS, TOP_KEYS, VAULT_KEYS, auth_keys,
+    KUBERNETES_JWT_FILE, MAIN_ONLY_KEYS, READY_KEYS, TOP_KEYS, VAULT_KEYS, auth_keys,
 };
 use super::{
     AuthSettings, BackoffSettings, Config, ConfigError, DEFAULT_FILE_MODE, EnvSettings, FileSpec,
@@ -1085,14 +1085,7 @@ impl Validator<'_> {
             after.clear();
             max_restarts = None;
             reload_signal = None;
-            for key in [
-                "restart",
-                "essential",
-                "ready",
-                "after",
-                "max-restarts",
-                "reload-signal",
-            ] {
+            for &key in MAIN_ONLY_KEYS {
                 if map.contains_key(key) {
                     self.problem(
                         &join(path, key),

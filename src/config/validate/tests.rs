@@ -634,3 +634,9 @@ fn a_metrics_address_that_does_not_parse_is_named_with_its_path() {
         "{found:?}"
     );
 }
+
+#[test]
+fn the_main_only_keys_are_job_keys() {
+    use crate::config::file::{JOB_KEYS, MAIN_ONLY_KEYS};
+    assert!(JOB_KEYS.ends_with(MAIN_ONLY_KEYS), "{JOB_KEYS:?}");
+}
